@@ -1,0 +1,48 @@
+# Declic: `make demo` runs the example end to end; `make test` runs every test.
+# Both set everything up on a fresh machine (virtualenv, packages, a local Kafka
+# broker unless DECLIC_KAFKA_BOOTSTRAP names one) and leave no process behind.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+WITH_BROKER := bash deploy/local/with-broker.sh
+
+.PHONY: all setup demo test lint typecheck unit integration broker-start broker-stop clean
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+	bash deploy/local/kafka.sh fetch
+
+demo: setup
+	$(WITH_BROKER) $(BIN)/declic demo
+
+lint: setup
+	$(BIN)/ruff check engine tests
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+integration: setup
+	$(WITH_BROKER) $(BIN)/pytest tests/integration -q
+
+test: setup lint
+	$(WITH_BROKER) $(BIN)/pytest tests -q
+
+broker-start: setup
+	bash deploy/local/kafka.sh start
+
+broker-stop:
+	bash deploy/local/kafka.sh stop
+
+clean: broker-stop
+	rm -rf $(VENV) .run .declic .pytest_cache .mypy_cache .ruff_cache

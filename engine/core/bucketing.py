@@ -1,0 +1,42 @@
+"""Deterministic percentage bucketing of users, modeled on growthbook-python's hashing.
+
+Formula, hash version 1 (frozen forever: changing it reshuffles every user)::
+
+    digest = sha256(f"{seed}:{engagement_id}:{user_id}".encode("utf-8")).digest()
+    bucket = (int.from_bytes(digest[:8], "big") >> 11) / 2**53  # float in [0, 1)
+
+Keeping the top 53 bits of the first 8 digest bytes makes the division exact: a float
+holds 53 bits, and dividing all 64 could round the largest values up to 1.0.
+
+A user is in an engagement's audience sample when ``bucket * 100 < percent``, so percent
+100 admits everyone and 0 no one. Each decision uses its own seed (``AUDIENCE_SEED`` for
+the sample, ``VARIANT_SEED`` for variant assignment), which keeps the decisions
+independent: being sampled in says nothing about the variant drawn. The result depends
+only on its inputs, so every process gives a user the same answer.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+from typing import Final
+
+HASH_VERSION: Final = 1
+AUDIENCE_SEED: Final = "audience"
+VARIANT_SEED: Final = "variant"
+
+_TWO_POW_53: Final = float(2**53)
+
+
+def bucket(seed: str, engagement_id: str, user_id: str) -> float:
+    """Return the user's position in [0, 1) for ``seed`` and ``engagement_id``."""
+    digest = sha256(f"{seed}:{engagement_id}:{user_id}".encode()).digest()
+    return (int.from_bytes(digest[:8], "big") >> 11) / _TWO_POW_53
+
+
+def in_percent(percent: float, seed: str, engagement_id: str, user_id: str) -> bool:
+    """Return whether the user falls within the first ``percent`` percent of buckets."""
+    if percent >= 100:
+        return True
+    if percent <= 0:
+        return False
+    return bucket(seed, engagement_id, user_id) * 100 < percent

@@ -1,0 +1,149 @@
+"""Prometheus metrics: every metric Declic exports is built here, on an injectable registry.
+
+The hot path never touches a Prometheus object per event: it counts into a
+`BatchTally` (plain dicts) and the tally is folded into the metrics once per
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
+
+# Event-to-delivery latency buckets, in seconds: from 5 ms to 10 minutes (delayed messages).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+
+
+@dataclass(slots=True)
+class BatchTally:
+    """Counts gathered while processing records, folded into metrics at checkpoint."""
+
+    events_read: Counter[str] = field(default_factory=Counter)
+    trigger_events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    evaluations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    impressions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)
+    stale_events: Counter[str] = field(default_factory=Counter)
+    profile_updates: int = 0
+    delivery_latencies: list[float] = field(default_factory=list)
+
+    def merge(self, other: BatchTally) -> None:
+        """Add another tally's counts to this one."""
+        self.events_read.update(other.events_read)
+        self.trigger_events.update(other.trigger_events)
+        self.evaluations.update(other.evaluations)
+        self.deliveries.update(other.deliveries)
+        self.impressions.update(other.impressions)
+        self.dead_letters.update(other.dead_letters)
+        self.stale_events.update(other.stale_events)
+        self.profile_updates += other.profile_updates
+        self.delivery_latencies.extend(other.delivery_latencies)
+
+
+class EngineMetrics:
+    """The engine's metrics, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        reg = self.registry
+        self.events_read = PromCounter(
+            "declic_events_read", "Input records read, by topic", ["topic"], registry=reg
+        )
+        self.trigger_events = PromCounter(
+            "declic_trigger_events",
+            "Session and custom events read, by event (unknown custom names fold into 'other')",
+            ["topic", "event"],
+            registry=reg,
+        )
+        self.evaluations = PromCounter(
+            "declic_evaluations",
+            "Engagements evaluated against a trigger event, by outcome",
+            ["engagement", "outcome"],
+            registry=reg,
+        )
+        self.deliveries = PromCounter(
+            "declic_deliveries",
+            "Delivery records produced",
+            ["engagement", "variant"],
+            registry=reg,
+        )
+        self.impressions = PromCounter(
+            "declic_impressions",
+            "Interaction records joined to their delivery and produced",
+            ["engagement", "variant", "kind"],
+            registry=reg,
+        )
+        self.dead_letters = PromCounter(
+            "declic_dead_letters",
+            "Input records sent to the dead-letter topic, by reason",
+            ["topic", "reason"],
+            registry=reg,
+        )
+        self.stale_events = PromCounter(
+            "declic_stale_events",
+            "Events too old or too far in the future to trigger anything",
+            ["topic"],
+            registry=reg,
+        )
+        self.profile_updates = PromCounter(
+            "declic_profile_updates", "Profile updates applied", registry=reg
+        )
+        self.event_to_delivery = Histogram(
+            "declic_event_to_delivery_seconds",
+            "Time from a trigger event's timestamp to its delivery being committed",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.checkpoint_duration = Histogram(
+            "declic_checkpoint_seconds",
+            "Time to commit one partition's outputs, state and offsets",
+            registry=reg,
+        )
+        self.checkpoints = PromCounter(
+            "declic_checkpoints", "Checkpoints committed", ["result"], registry=reg
+        )
+        self.assigned_partitions = Gauge(
+            "declic_assigned_partitions", "Input partitions owned by this worker", registry=reg
+        )
+        self.catalog_engagements = Gauge(
+            "declic_catalog_engagements",
+            "Engagements known to this worker, by status",
+            ["status"],
+            registry=reg,
+        )
+        self.consumer_lag = Gauge(
+            "declic_consumer_lag",
+            "Records not yet processed, by topic and partition",
+            ["topic", "partition"],
+            registry=reg,
+        )
+        self.state_recovery_records = PromCounter(
+            "declic_state_recovery_records",
+            "Changelog records replayed into local state",
+            registry=reg,
+        )
+
+    def record(self, tally: BatchTally) -> None:
+        """Fold a checkpoint's tally into the metrics."""
+        for topic, count in tally.events_read.items():
+            self.events_read.labels(topic).inc(count)
+        for (topic, event), count in tally.trigger_events.items():
+            self.trigger_events.labels(topic, event).inc(count)
+        for (engagement, outcome), count in tally.evaluations.items():
+            self.evaluations.labels(engagement, outcome).inc(count)
+        for (engagement, variant), count in tally.deliveries.items():
+            self.deliveries.labels(engagement, variant).inc(count)
+        for (engagement, variant, kind), count in tally.impressions.items():
+            self.impressions.labels(engagement, variant, kind).inc(count)
+        for (topic, reason), count in tally.dead_letters.items():
+            self.dead_letters.labels(topic, reason).inc(count)
+        for topic, count in tally.stale_events.items():
+            self.stale_events.labels(topic).inc(count)
+        if tally.profile_updates:
+            self.profile_updates.inc(tally.profile_updates)
+        for latency in tally.delivery_latencies:
+            self.event_to_delivery.observe(latency)

@@ -1,0 +1,121 @@
+"""Settings: one frozen, validated object read from flags and DECLIC_* variables."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+
+
+def _default_author() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class Settings(BaseSettings):
+    """Every setting of a Declic process; flags override DECLIC_* variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DECLIC_", frozen=True, extra="forbid", case_sensitive=False
+    )
+
+    kafka_bootstrap: str = Field(
+        DEFAULT_BOOTSTRAP, description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+
+    app_id: str = Field(
+        "declic",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Consumer group and prefix of the engine's internal topics",
+    )
+    topic_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9._-]{0,64}$", description="Prefix of every topic name"
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of topics created")
+    replication_factor: int = Field(1, ge=1, le=16)
+    worker_id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description="Stable name of this worker",
+    )
+    data_dir: Path = Field(Path(".declic/data"), description="Local state (RocksDB) directory")
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535, description="HTTP port: /metrics and more")
+
+    max_event_age_seconds: float = Field(3600.0, gt=0)
+    max_future_seconds: float = Field(300.0, ge=0)
+    checkpoint_interval_seconds: float = Field(
+        0.2, gt=0, le=60, description="How often outputs, state and offsets are committed"
+    )
+    max_batch_records: int = Field(10_000, ge=1, le=1_000_000)
+    transaction_timeout_seconds: float = Field(15.0, ge=1, le=900)
+
+    author: str = Field(default_factory=_default_author)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port, got {server!r}")
+        return value
+
+    def topic(self, name: str) -> str:
+        """Return the full name of a public topic."""
+        return f"{self.topic_prefix}{name}"
+
+    def internal_topic(self, name: str) -> str:
+        """Return the full name of a topic private to this application."""
+        return f"{self.topic_prefix}{self.app_id}-{name}"
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Return the connection options shared by every aiokafka client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return options
+
+    def describe(self) -> dict[str, str]:
+        """Return the settings as text, secrets masked."""
+        described: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            described[name] = "********" if isinstance(value, SecretStr) else str(value)
+        return described
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build settings from DECLIC_* variables, with flag values (not None) taking precedence."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or 'settings'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,132 @@
+"""Commit one partition's outputs, state changes and input offsets in one Kafka transaction.
+
+Each input partition has its own transactional producer (transactional id
+derived from the partition), so a worker that takes a partition over fences
+the previous owner, and a restarted worker aborts what its crashed self left
+open. Local RocksDB is written only after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from engine.errors import DeclicError
+from engine.metrics import EngineMetrics
+from engine.settings import Settings
+from engine.stream.processor import Outbox, PartitionProcessor
+
+log = logging.getLogger(__name__)
+
+
+def transactional_id(settings: Settings, partition: int) -> str:
+    """Return the transactional id that owns one input partition."""
+    return f"{settings.topic_prefix}{settings.app_id}-engine-p{partition}"
+
+
+async def start_partition_producer(settings: Settings, partition: int) -> AIOKafkaProducer:
+    """Start a transactional producer; this fences any previous owner of the partition."""
+    producer = AIOKafkaProducer(
+        **settings.kafka_client_options(),
+        client_id=f"{settings.app_id}-{settings.worker_id}-p{partition}",
+        transactional_id=transactional_id(settings, partition),
+        enable_idempotence=True,
+        transaction_timeout_ms=int(settings.transaction_timeout_seconds * 1000),
+        linger_ms=5,
+        compression_type=None,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    return producer
+
+
+class CheckpointFailed(DeclicError):
+    """Raise when a partition's transaction could not commit; its inputs must be re-read."""
+
+    def __init__(self, partition: int, rewind_offsets: dict[TopicPartition, int]) -> None:
+        super().__init__(f"checkpoint of partition {partition} failed")
+        self.partition = partition
+        self.rewind_offsets = rewind_offsets
+
+
+class Checkpointer:
+    """Commit what a partition staged, atomically."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processor: PartitionProcessor,
+        producer: AIOKafkaProducer,
+        group_id: str,
+        metrics: EngineMetrics,
+    ) -> None:
+        self._settings = settings
+        self._processor = processor
+        self._producer = producer
+        self._group_id = group_id
+        self._metrics = metrics
+        self._changelog = processor.topics.state_changelog
+
+    @property
+    def processor(self) -> PartitionProcessor:
+        """Return the partition's processor."""
+        return self._processor
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """Return the partition's transactional producer."""
+        return self._producer
+
+    async def commit(self) -> Outbox | None:
+        """Produce the outbox, the staged state and the offsets in one transaction.
+
+        Return the committed outbox, or None when there was nothing to commit.
+        Raise CheckpointFailed after aborting the transaction; the caller rewinds.
+        """
+        processor = self._processor
+        processor.stage_state()
+        staged = processor.store.staged()
+        outbox = processor.take_outbox()
+        if outbox.is_empty() and not staged:
+            return None
+        started = time.perf_counter()
+        producer = self._producer
+        await producer.begin_transaction()
+        try:
+            send = producer.send
+            futures = [
+                await send(record.topic, record.value, key=record.key) for record in outbox.records
+            ]
+            changelog_futures = [
+                await send(self._changelog, value, key=key, partition=processor.partition)
+                for key, value in staged.items()
+            ]
+            if outbox.next_offsets:
+                await producer.send_offsets_to_transaction(outbox.next_offsets, self._group_id)
+            await asyncio.gather(*futures, *changelog_futures)
+            await producer.commit_transaction()
+        except Exception as error:
+            try:
+                await producer.abort_transaction()
+            except Exception:  # the producer may be fenced or gone: the rewind still happens
+                log.warning("could not abort transaction of partition %d", processor.partition)
+            self._metrics.checkpoints.labels("aborted").inc()
+            raise CheckpointFailed(processor.partition, outbox.rewind_offsets) from error
+        last_changelog_offset = (
+            max(future.result().offset for future in changelog_futures)
+            if changelog_futures
+            else None
+        )
+        processor.store.commit_staged(last_changelog_offset)
+        committed_at = time.time()
+        outbox.tally.delivery_latencies.extend(
+            committed_at - triggered_ms / 1000 for triggered_ms in outbox.delivery_times_ms
+        )
+        self._metrics.record(outbox.tally)
+        self._metrics.checkpoints.labels("committed").inc()
+        self._metrics.checkpoint_duration.observe(time.perf_counter() - started)
+        return outbox

@@ -1,0 +1,254 @@
+"""Process the records of one partition: decode, validate, match, stage outputs and state.
+
+Nothing here awaits: a batch is handled synchronously and its effects wait in
+the outbox and the store's staged writes until the checkpoint commits them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from engine.core.catalog import Catalog
+from engine.core.deliveries import new_delivery_state
+from engine.core.events import (
+    TriggerEvent,
+    custom_event,
+    profile_update,
+    session_event,
+)
+from engine.core.events import (
+    interaction as parse_interaction,
+)
+from engine.core.interactions import join_interaction
+from engine.core.matcher import MatchPolicy, evaluate, is_stale
+from engine.core.state import DeliveryState, UserState
+from engine.core.timestamps import format_timestamp
+from engine.errors import InvalidRecord
+from engine.metrics import BatchTally
+from engine.schemas import RecordValidator, validator
+from engine.state.store import PartitionStore
+from engine.stream.topics import InputKind, TopicNames
+
+log = logging.getLogger(__name__)
+
+USER_PREFIX = b"u:"
+DELIVERY_PREFIX = b"d:"
+# Decoded user states kept between checkpoints; past this the cache is dropped whole.
+USER_CACHE_LIMIT = 50_000
+
+SCHEMA_BY_KIND = {
+    InputKind.SESSIONS: "session-event",
+    InputKind.CUSTOM_EVENTS: "custom-event",
+    InputKind.INTERACTIONS: "interaction",
+    InputKind.PROFILES: "profile-update",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    """A record waiting for the checkpoint that produces it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Outbox:
+    """What one partition has produced since its last checkpoint."""
+
+    records: list[OutputRecord] = field(default_factory=list)
+    # Offset of the next record to read, per input topic-partition (what gets committed).
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    # Offset to rewind to when the checkpoint fails.
+    rewind_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    tally: BatchTally = field(default_factory=BatchTally)
+    delivery_times_ms: list[int] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """Return True when there is nothing to commit."""
+        return not self.records and not self.next_offsets
+
+
+class PartitionProcessor:
+    """Match the events of one input partition and stage what results."""
+
+    def __init__(
+        self,
+        partition: int,
+        store: PartitionStore,
+        topics: TopicNames,
+        catalog: Callable[[], Catalog],
+        policy: MatchPolicy,
+    ) -> None:
+        self.partition = partition
+        self.store = store
+        self.topics = topics
+        self._catalog = catalog
+        self._policy = policy
+        self._validators: dict[InputKind, RecordValidator] = {
+            kind: validator(name) for kind, name in SCHEMA_BY_KIND.items()
+        }
+        self._users: dict[str, UserState] = {}
+        self._dirty_users: set[str] = set()
+        self.outbox = Outbox()
+
+    def handle_batch(
+        self, tp: TopicPartition, records: Iterable[ConsumerRecord], now_ms: int
+    ) -> None:
+        """Process records of one topic-partition, in offset order."""
+        kind = self.topics.inputs[tp.topic]
+        catalog = self._catalog()
+        outbox = self.outbox
+        count = 0
+        last_offset = -1
+        for record in records:
+            if tp not in outbox.rewind_offsets:
+                outbox.rewind_offsets[tp] = record.offset
+            try:
+                self._handle(kind, record, catalog, now_ms)
+            except InvalidRecord as error:
+                self._dead_letter(record, error.reason, error.detail, now_ms)
+            except Exception as error:  # one bad record must never stop the partition
+                log.exception(
+                    "unexpected error on %s[%d]@%d", tp.topic, tp.partition, record.offset
+                )
+                self._dead_letter(record, "processing_error", repr(error), now_ms)
+            count += 1
+            last_offset = record.offset
+        if count:
+            outbox.tally.events_read[kind.value] += count
+            outbox.next_offsets[tp] = last_offset + 1
+
+    def _handle(
+        self, kind: InputKind, record: ConsumerRecord, catalog: Catalog, now_ms: int
+    ) -> None:
+        if record.value is None:
+            raise InvalidRecord("invalid_json", "record has no value")
+        try:
+            document = orjson.loads(record.value)
+        except orjson.JSONDecodeError as error:
+            raise InvalidRecord("invalid_json", str(error)) from None
+        self._validators[kind].check(document)
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if key != document["user_id"]:
+            raise InvalidRecord(
+                "invalid_key",
+                f"record key {key!r} differs from user_id {document['user_id']!r}: "
+                "input topics must be keyed by user_id",
+            )
+        if kind is InputKind.CUSTOM_EVENTS:
+            event = custom_event(document)
+            label = catalog.label_for_event_name(event.event_name)
+            self._match(kind, event, label, catalog, now_ms)
+        elif kind is InputKind.SESSIONS:
+            event = session_event(document)
+            self._match(kind, event, event.event_name, catalog, now_ms)
+        elif kind is InputKind.INTERACTIONS:
+            self._join(parse_interaction(document))
+        else:
+            update = profile_update(document)
+            user = self._user(update.user_id)
+            if user.merge_attributes(update.attributes, update.timestamp_ms):
+                self._dirty_users.add(update.user_id)
+            self.outbox.tally.profile_updates += 1
+
+    def _match(
+        self, kind: InputKind, event: TriggerEvent, label: str, catalog: Catalog, now_ms: int
+    ) -> None:
+        tally = self.outbox.tally
+        tally.trigger_events[(kind.value, label)] += 1
+        if is_stale(event, now_ms, self._policy):
+            tally.stale_events[kind.value] += 1
+        user = self._user(event.user_id)
+        result = evaluate(event, user, catalog, now_ms, self._policy)
+        for evaluation in result.evaluations:
+            tally.evaluations[(evaluation.engagement_id, evaluation.outcome.value)] += 1
+        if result.user_changed:
+            self._dirty_users.add(event.user_id)
+        for delivery in result.deliveries:
+            self._emit_delivery(delivery, event, now_ms)
+
+    def _emit_delivery(self, delivery: dict[str, Any], event: TriggerEvent, now_ms: int) -> None:
+        delivery_key = DELIVERY_PREFIX + delivery["delivery_id"].encode()
+        if self.store.get(delivery_key) is not None:
+            return  # the same trigger event was already delivered: keep the first
+        state = new_delivery_state(delivery, now_ms)
+        self.store.put(delivery_key, orjson.dumps(state.to_json_dict()))
+        self.outbox.records.append(
+            OutputRecord(self.topics.deliveries, event.user_id.encode(), orjson.dumps(delivery))
+        )
+        self.outbox.tally.deliveries[(delivery["engagement_id"], delivery["variant"])] += 1
+        self.outbox.delivery_times_ms.append(event.timestamp_ms)
+
+    def _join(self, interaction: Any) -> None:
+        delivery_key = DELIVERY_PREFIX + interaction.delivery_id.encode()
+        raw = self.store.get(delivery_key)
+        delivery = DeliveryState.from_json_dict(orjson.loads(raw)) if raw is not None else None
+        impression = join_interaction(interaction, delivery)
+        assert delivery is not None  # join_interaction raises on an unknown delivery
+        self.store.put(delivery_key, orjson.dumps(delivery.to_json_dict()))
+        self.outbox.records.append(
+            OutputRecord(
+                self.topics.impressions, interaction.user_id.encode(), orjson.dumps(impression)
+            )
+        )
+        key = (str(impression["engagement_id"]), str(impression["variant"]), interaction.kind)
+        self.outbox.tally.impressions[key] += 1
+
+    def _user(self, user_id: str) -> UserState:
+        user = self._users.get(user_id)
+        if user is None:
+            raw = self.store.get(USER_PREFIX + user_id.encode())
+            user = UserState.from_json_dict(orjson.loads(raw)) if raw is not None else UserState()
+            self._users[user_id] = user
+        return user
+
+    def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str, now_ms: int) -> None:
+        letter = {
+            "source_topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": _b64(record.key),
+            "value": _b64(record.value),
+            "reason": reason,
+            "error": detail[:2000],
+            "at": format_timestamp(now_ms),
+        }
+        self.outbox.records.append(
+            OutputRecord(self.topics.dead_letters, record.key, orjson.dumps(letter))
+        )
+        self.outbox.tally.dead_letters[(self.topics.inputs[record.topic].value, reason)] += 1
+
+    def stage_state(self) -> None:
+        """Stage every changed user state for the coming checkpoint."""
+        for user_id in self._dirty_users:
+            self.store.put(
+                USER_PREFIX + user_id.encode(), orjson.dumps(self._users[user_id].to_json_dict())
+            )
+        self._dirty_users.clear()
+
+    def take_outbox(self) -> Outbox:
+        """Hand the outbox to the checkpoint and start a new one."""
+        outbox, self.outbox = self.outbox, Outbox()
+        if len(self._users) > USER_CACHE_LIMIT:
+            self._users.clear()
+        return outbox
+
+    def rollback(self) -> None:
+        """Forget everything not committed: caches, staged state, outbox."""
+        self._users.clear()
+        self._dirty_users.clear()
+        self.store.discard_staged()
+        self.outbox = Outbox()
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")

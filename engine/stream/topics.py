@@ -1,0 +1,134 @@
+"""Topic names and their explicit creation, each with the partition count meant."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from engine.errors import ConfigError
+from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class InputKind(StrEnum):
+    """The input topics, named as on the wire."""
+
+    SESSIONS = "sessions"
+    CUSTOM_EVENTS = "custom-events"
+    INTERACTIONS = "interactions"
+    PROFILES = "profiles"
+
+
+INPUT_KINDS = tuple(InputKind)
+ENGAGEMENTS = "engagements"
+DELIVERIES = "deliveries"
+IMPRESSIONS = "impressions"
+DEAD_LETTERS = "dead-letters"
+STATE_CHANGELOG = "state-changelog"
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Full topic names for one deployment (prefix applied)."""
+
+    inputs: dict[str, InputKind]
+    engagements: str
+    deliveries: str
+    impressions: str
+    dead_letters: str
+    state_changelog: str
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TopicNames:
+        """Return the topic names that the settings select."""
+        return cls(
+            inputs={settings.topic(kind.value): kind for kind in INPUT_KINDS},
+            engagements=settings.topic(ENGAGEMENTS),
+            deliveries=settings.topic(DELIVERIES),
+            impressions=settings.topic(IMPRESSIONS),
+            dead_letters=settings.topic(DEAD_LETTERS),
+            state_changelog=settings.internal_topic(STATE_CHANGELOG),
+        )
+
+    def input_topic(self, kind: InputKind) -> str:
+        """Return the full name of an input topic."""
+        for name, candidate in self.inputs.items():
+            if candidate is kind:
+                return name
+        raise KeyError(kind)
+
+    def partitioned(self) -> list[str]:
+        """Return every topic that must share the input partition count."""
+        return [*self.inputs, self.state_changelog]
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """Return every topic the engine uses, with partitions and configuration."""
+    names = TopicNames.for_settings(settings)
+    replicas = settings.replication_factor
+    specs = [NewTopic(name, settings.partitions, replicas) for name in names.inputs]
+    specs += [
+        NewTopic(names.deliveries, settings.partitions, replicas),
+        NewTopic(names.impressions, settings.partitions, replicas),
+        NewTopic(names.dead_letters, settings.partitions, replicas),
+        NewTopic(names.state_changelog, settings.partitions, replicas, topic_configs=COMPACTED),
+        # The catalog is small and read whole by every worker: one partition keeps its order.
+        NewTopic(names.engagements, 1, replicas, topic_configs=COMPACTED),
+    ]
+    return specs
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; check that existing ones have the partition count required."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        specs = topic_specs(settings)
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing:
+            # Another process may win the race: the partition check below still applies.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            log.info("created topics: %s", ", ".join(spec.name for spec in missing))
+        await _check_partition_counts(admin, settings)
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()
+
+
+async def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """Return the partition numbers of a topic; raise ConfigError if it does not exist."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(entry["partition"] for entry in described["partitions"])
+    if described.get("error_code") or not partitions:
+        raise ConfigError(f"topic {topic!r} does not exist: run `declic topics` first")
+    return partitions
+
+
+async def _check_partition_counts(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    names = TopicNames.for_settings(settings)
+    try:
+        described = await admin.describe_topics(names.partitioned())
+    except KafkaError as error:
+        raise ConfigError(f"cannot describe topics: {error}") from error
+    counts = {entry["topic"]: len(entry["partitions"]) for entry in described}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{topic}={count}" for topic, count in sorted(counts.items()))
+        raise ConfigError(
+            "input topics and the state changelog must have the same partition count "
+            f"(user state is co-partitioned with events): {listing}"
+        )

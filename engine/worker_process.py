@@ -1,0 +1,129 @@
+"""Run `declic worker` as a child process: used by the demo and by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+from engine.errors import DeclicError
+from engine.settings import Settings
+
+# Settings a child worker inherits from its parent, as DECLIC_* variables.
+INHERITED = (
+    "kafka_bootstrap",
+    "app_id",
+    "topic_prefix",
+    "partitions",
+    "data_dir",
+    "web_host",
+    "web_port",
+    "worker_id",
+    "max_event_age_seconds",
+    "max_future_seconds",
+    "checkpoint_interval_seconds",
+    "log_level",
+)
+
+
+class WorkerProcess:
+    """A `declic worker` child process with its own settings."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Return the worker's HTTP address."""
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Return the child's pid while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def environment(self) -> dict[str, str]:
+        """Return the child's environment: ours plus its settings."""
+        env = dict(os.environ)
+        for name in INHERITED:
+            env[f"DECLIC_{name.upper()}"] = str(getattr(self.settings, name))
+        return env
+
+    def start(self) -> None:
+        """Launch the worker."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker"],
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 180.0, partitions: bool = True) -> dict[str, Any]:
+        """Block until /health answers with the catalog loaded (and partitions assigned)."""
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise DeclicError(
+                    f"worker exited with status {self._process.returncode}; see {self.log_path}"
+                )
+            try:
+                health = self.health()
+                if not partitions or health.get("partitions"):
+                    return health
+                last_error = f"no partition assigned yet: {health}"
+            except (OSError, ValueError) as error:
+                last_error = str(error)
+            time.sleep(0.5)
+        raise DeclicError(
+            f"worker not ready after {timeout:.0f}s ({last_error}); see {self.log_path}"
+        )
+
+    def health(self) -> dict[str, Any]:
+        """Return the worker's /health document."""
+        with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+            document: dict[str, Any] = json.loads(response.read())
+            return document
+
+    def metrics_text(self) -> str:
+        """Return the worker's /metrics page."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """Stop gracefully (SIGTERM), or kill after timeout; return the exit status."""
+        return self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> int | None:
+        """Kill at once (SIGKILL), as a crash would."""
+        return self._end(signal.SIGKILL, 30.0)
+
+    def _end(self, signum: int, timeout: float) -> int | None:
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signum)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(30)
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return process.returncode

@@ -1,0 +1,190 @@
+"""Integration fixtures: a real Kafka broker, one shared worker, isolated topics per session.
+
+The broker comes from DECLIC_KAFKA_BOOTSTRAP (`make test` starts one). Under CI a
+missing broker fails the tests; elsewhere they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.engagements_admin import apply_engagements, load_and_validate
+from engine.settings import Settings, load_settings
+from engine.stream.tail import TopicTail
+from engine.stream.topics import ensure_topics
+from engine.worker_process import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _broker_reachable(bootstrap: str) -> bool:
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """Return the broker's address, or fail (CI) / skip (elsewhere) without one."""
+    address = os.environ.get("DECLIC_KAFKA_BOOTSTRAP")
+    on_ci = os.environ.get("CI", "").lower() == "true"
+    if not address or not _broker_reachable(address):
+        reason = (
+            f"no Kafka broker at DECLIC_KAFKA_BOOTSTRAP={address!r}; run `make test`, "
+            "which starts one"
+        )
+        if on_ci:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return address
+
+
+@pytest.fixture(scope="session")
+def settings(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Return settings with topics of their own, so runs never see each other's records."""
+    run = uuid.uuid4().hex[:8]
+    return load_settings(
+        {
+            "kafka_bootstrap": bootstrap,
+            "topic_prefix": f"it-{run}-",
+            "partitions": 2,
+            "data_dir": tmp_path_factory.mktemp("declic") / "data",
+            "web_port": _free_port(),
+            "worker_id": f"it-{run}-1",
+            "checkpoint_interval_seconds": 0.1,
+            "author": "integration-tests",
+        }
+    )
+
+
+class Harness:
+    """Drive the shared worker: apply engagements, publish records, read outputs."""
+
+    def __init__(self, settings: Settings, worker: WorkerProcess) -> None:
+        self.settings = settings
+        self.worker = worker
+        self._producer: AIOKafkaProducer | None = None
+
+    async def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(**self.settings.kafka_client_options(), linger_ms=2)
+            await self._producer.start()
+        return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def apply(self, *documents: dict[str, Any]) -> None:
+        """Publish engagements and wait until the worker runs their new versions."""
+        changes = await apply_engagements(self.settings, list(documents), int(time.time() * 1000))
+        expected = {change.engagement_id: change.version for change in changes}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            known = await asyncio.to_thread(self._engagements)
+            if all(
+                known.get(key, {}).get("version") == version for key, version in expected.items()
+            ):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"worker did not load engagements {expected}")
+
+    def _engagements(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.worker.base_url}/engagements", timeout=5) as reply:
+            return dict(orjson.loads(reply.read()))
+
+    async def send(self, topic: str, value: dict[str, Any] | bytes, key: str | None = None) -> None:
+        """Publish one record to an input topic, keyed by its user_id unless key is given."""
+        if isinstance(value, dict):
+            key = key if key is not None else value.get("user_id")
+            raw = orjson.dumps(value)
+        else:
+            raw = value
+        producer = await self.producer()
+        await producer.send_and_wait(
+            self.settings.topic(topic), raw, key=key.encode() if key is not None else None
+        )
+
+    def counter(self, name: str, **labels: str) -> float:
+        """Return the sum of a counter's samples whose labels include `labels`."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.worker.metrics_text()):
+            for sample in family.samples:
+                if sample.name != f"{name}_total":
+                    continue
+                if all(sample.labels.get(key) == value for key, value in labels.items()):
+                    total += sample.value
+        return total
+
+    async def wait_counter(
+        self, name: str, at_least: float, max_seconds: float = 30, **labels: str
+    ) -> float:
+        """Wait until a counter reaches a value (metrics move only after a commit)."""
+        deadline = time.monotonic() + max_seconds
+        value = 0.0
+        while time.monotonic() < deadline:
+            value = await asyncio.to_thread(self.counter, name, **labels)
+            if value >= at_least:
+                return value
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{name}{labels} stayed at {value}, expected >= {at_least}")
+
+    async def tail(self, topic: str) -> TopicTail:
+        """Start reading a topic from its current end."""
+        reader = TopicTail(self.settings, self.settings.topic(topic))
+        await reader.start()
+        return reader
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """Start one worker for the whole session (a cold start costs seconds)."""
+    examples = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+    documents = load_and_validate(sorted(examples.glob("*.yaml")))
+
+    async def prepare() -> None:
+        await ensure_topics(settings)
+        await apply_engagements(settings, documents, int(time.time() * 1000))
+
+    asyncio.run(prepare())
+    process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log")
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def harness(settings: Settings, worker: WorkerProcess) -> AsyncIterator[Harness]:
+    """Return a harness on the shared worker."""
+    driver = Harness(settings, worker)
+    try:
+        yield driver
+    finally:
+        await driver.close()
