@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import faust
@@ -33,6 +34,8 @@ class EngineService(Service):
         self._task: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
+        # SIGUSR1 logs every asyncio task's stack: the way to see what a stuck worker awaits.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_task_stacks)
         await ensure_topics(self.engine.settings)
         self._task = asyncio.create_task(self._run(), name="declic-engine")
 
@@ -51,6 +54,18 @@ class EngineService(Service):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _log_task_stacks() -> None:
+    for task in asyncio.all_tasks():
+        frames: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        log.warning("task %s awaits:\n%s", task.get_name(), "\n".join(frames))
 
 
 def faust_broker_url(settings: Settings) -> str:
@@ -87,6 +102,9 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
     )
+    # The engine consumes with its own batch consumer: Faust's consumer would only add a
+    # second group to join (and to wait for after a crash), so the app runs producer-only.
+    app.producer_only = True
     # An instance, not a class: Faust starts it with the app and stops it on shutdown.
     app.service(EngineService(engine))  # type: ignore[arg-type]
 

@@ -59,6 +59,7 @@ class Engine:
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._last_checkpoint = time.monotonic()
+        self._failure: Exception | None = None
         self.ready = asyncio.Event()
 
     @property
@@ -74,6 +75,9 @@ class Engine:
             **self.settings.kafka_client_options(),
             client_id=f"{self.settings.app_id}-{self.settings.worker_id}",
             group_id=self.group_id,
+            # Static membership: a restarted worker takes its partitions back at once
+            # instead of waiting for its previous self's session to time out.
+            group_instance_id=self.settings.worker_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
@@ -100,12 +104,18 @@ class Engine:
                 timeout_ms=timeout_ms, max_records=self.settings.max_batch_records
             )
             async with self._lock:
+                if self._failure is not None:
+                    raise self._failure
                 if batches:
                     now_ms = int(time.time() * 1000)
                     for tp, records in batches.items():
                         checkpointer = self._checkpointers.get(tp.partition)
                         if checkpointer is not None:
                             checkpointer.processor.handle_batch(tp, records, now_ms)
+                        elif tp in consumer.assignment():
+                            # aiokafka hands out records before the assignment callback has
+                            # opened the partition's state: read them again once it has.
+                            consumer.seek(tp, records[0].offset)
                 if time.monotonic() - self._last_checkpoint >= interval:
                     await self._checkpoint_all()
 
@@ -131,16 +141,23 @@ class Engine:
 
     async def acquire(self, partitions: set[int]) -> None:
         """Take ownership of partitions: fence the old owner, then recover state."""
-        new = sorted(partitions - set(self._checkpointers))
-        if not new:
-            return
-        started = time.perf_counter()
-        checkpointers = await asyncio.gather(*(self._open_partition(p) for p in new))
-        for partition, checkpointer in zip(new, checkpointers, strict=True):
-            self._checkpointers[partition] = checkpointer
-        self.metrics.assigned_partitions.set(len(self._checkpointers))
-        log.info("assigned partitions %s in %.2fs", new, time.perf_counter() - started)
-        self.ready.set()
+        async with self._lock:  # no record of these partitions is processed meanwhile
+            new = sorted(partitions - set(self._checkpointers))
+            if not new:
+                return
+            started = time.perf_counter()
+            try:
+                checkpointers = await asyncio.gather(*(self._open_partition(p) for p in new))
+            except Exception as error:
+                # aiokafka only logs a failing callback: make the loop stop the worker instead.
+                log.exception("could not open partitions %s", new)
+                self._failure = error
+                return
+            for partition, checkpointer in zip(new, checkpointers, strict=True):
+                self._checkpointers[partition] = checkpointer
+            self.metrics.assigned_partitions.set(len(self._checkpointers))
+            log.info("assigned partitions %s in %.2fs", new, time.perf_counter() - started)
+            self.ready.set()
 
     async def _open_partition(self, partition: int) -> Checkpointer:
         # The producer first: starting it aborts any transaction left open by a crashed owner,

@@ -17,13 +17,14 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.engagements_admin import apply_engagements, load_and_validate
 from engine.settings import Settings, load_settings
 from engine.stream.tail import TopicTail
-from engine.stream.topics import ensure_topics
+from engine.stream.topics import ensure_topics, partitions_of
 from engine.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -129,6 +130,17 @@ class Harness:
             self.settings.topic(topic), raw, key=key.encode() if key is not None else None
         )
 
+    async def send_many(self, topic: str, records: list[dict[str, Any]]) -> None:
+        """Publish records keyed by user_id without waiting for each acknowledgement."""
+        producer = await self.producer()
+        futures = [
+            await producer.send(
+                self.settings.topic(topic), orjson.dumps(record), key=record["user_id"].encode()
+            )
+            for record in records
+        ]
+        await asyncio.gather(*futures)
+
     def counter(self, name: str, **labels: str) -> float:
         """Return the sum of a counter's samples whose labels include `labels`."""
         total = 0.0
@@ -152,6 +164,20 @@ class Harness:
                 return value
             await asyncio.sleep(0.1)
         raise AssertionError(f"{name}{labels} stayed at {value}, expected >= {at_least}")
+
+    async def changelog_end_offsets(self) -> dict[int, int]:
+        """Return the end offset of each partition of the state changelog."""
+        topic = self.settings.internal_topic("state-changelog")
+        consumer = AIOKafkaConsumer(**self.settings.kafka_client_options())
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in await partitions_of(self.settings, topic)
+            ]
+            ends = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        return {tp.partition: offset for tp, offset in ends.items()}
 
     async def tail(self, topic: str) -> TopicTail:
         """Start reading a topic from its current end."""

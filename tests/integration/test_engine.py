@@ -310,3 +310,22 @@ async def test_metrics_endpoint_counts_what_happened(harness: Harness) -> None:
         "declic_assigned_partitions",
     ):
         assert name in text
+
+
+async def test_only_state_changes_reach_the_changelog(harness: Harness) -> None:
+    """Events that change nothing write nothing; a delivery writes the user's state."""
+    engagement_id = _id("changelog")
+    await harness.apply(_engagement(engagement_id, {"event": "custom", "name": "Changelog Check"}))
+    before_offsets = await harness.changelog_end_offsets()
+    before = harness.counter("declic_events_read", topic="sessions")
+    for _ in range(50):  # session starts that match no engagement's audience
+        await harness.send("sessions", _session_start(_id("user")))
+    await _settle(harness, "sessions", before + 50)
+    assert await harness.changelog_end_offsets() == before_offsets
+
+    deliveries = await harness.tail("deliveries")
+    await harness.send("custom-events", _custom(_id("user"), "Changelog Check"))
+    await deliveries.read(at_least=1, quiet_seconds=0.3)
+    await deliveries.stop()
+    after_offsets = await harness.changelog_end_offsets()
+    assert sum(after_offsets.values()) > sum(before_offsets.values())

@@ -1,0 +1,82 @@
+"""State and outputs across worker restarts, crashes and lost local disks."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from engine.worker_process import WorkerProcess
+from tests.integration.conftest import Harness
+from tests.integration.test_engine import _custom, _engagement, _id
+
+pytestmark = pytest.mark.integration
+
+
+async def _restart(worker: WorkerProcess, *, crash: bool, wipe_local_state: bool = False) -> None:
+    if crash:
+        worker.kill()
+    else:
+        assert worker.stop() == 0
+    if wipe_local_state:
+        # A new machine: nothing on disk, everything must come back from the changelog.
+        shutil.rmtree(worker.settings.data_dir, ignore_errors=True)
+    worker.start()
+    await asyncio.to_thread(worker.wait_ready)
+
+
+async def _delivered_to(harness: Harness, engagement_id: str, user: str, event: str) -> list[str]:
+    deliveries = await harness.tail("deliveries")
+    await harness.send("custom-events", _custom(user, event))
+    records = await deliveries.read(at_least=1, quiet_seconds=0.3, max_seconds=30)
+    await deliveries.stop()
+    return [r["user_id"] for r in records if r["engagement_id"] == engagement_id]
+
+
+@pytest.mark.parametrize(
+    ("crash", "wipe_local_state"),
+    [(False, False), (True, False), (True, True)],
+    ids=["graceful-stop", "sigkill", "sigkill-and-lost-disk"],
+)
+async def test_once_per_user_survives_restart(
+    harness: Harness, crash: bool, wipe_local_state: bool
+) -> None:
+    engagement_id = _id("once")
+    sentinel_id = _id("sentinel")
+    event = f"Restart Check {engagement_id}"
+    await harness.apply(
+        _engagement(engagement_id, {"event": "custom", "name": event}),
+        # Re-eligible every time: its delivery proves the event was processed.
+        _engagement(
+            sentinel_id,
+            {"event": "custom", "name": event},
+            reeligibility={"after_seconds": 1},
+        ),
+    )
+    user = _id("user")
+    assert await _delivered_to(harness, engagement_id, user, event) == [user]
+
+    await _restart(harness.worker, crash=crash, wipe_local_state=wipe_local_state)
+    await asyncio.sleep(1.1)  # let the sentinel become re-eligible
+    deliveries = await harness.tail("deliveries")
+    await harness.send("custom-events", _custom(user, event))
+    records = await deliveries.read(at_least=1, quiet_seconds=0.5, max_seconds=60)
+    await deliveries.stop()
+    assert [r["engagement_id"] for r in records] == [sentinel_id]
+
+
+async def test_crash_mid_stream_produces_each_delivery_exactly_once(harness: Harness) -> None:
+    engagement_id = _id("burst")
+    await harness.apply(_engagement(engagement_id, {"event": "custom", "name": "Burst"}))
+    deliveries = await harness.tail("deliveries")
+    users = [_id("user") for _ in range(2000)]
+    await harness.send_many("custom-events", [_custom(user, "Burst") for user in users])
+    await asyncio.sleep(0.1)  # the worker is mid-stream when it dies
+    await _restart(harness.worker, crash=True)
+
+    records = await deliveries.read(at_least=len(users), quiet_seconds=1.0, max_seconds=90)
+    await deliveries.stop()
+    burst = [r for r in records if r["engagement_id"] == engagement_id]
+    assert sorted(r["user_id"] for r in burst) == sorted(users)
+    assert len({r["delivery_id"] for r in burst}) == len(burst)
