@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ import orjson
 
 from engine import __version__
 from engine.errors import DeclicError
-from engine.settings import Settings, load_settings
+from engine.settings import DEFAULT_BOOTSTRAP, Settings, load_settings
 
 log = logging.getLogger("declic")
 
@@ -242,11 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = getattr(args, "setting_log_level", None) or "WARNING"
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from aiokafka.errors import KafkaError
+
     try:
         return int(args.handler(args))
     except DeclicError as error:
         print(f"declic: error: {error}", file=sys.stderr)
         return 2
+    except KafkaError as error:
+        bootstrap = (
+            getattr(args, "setting_kafka_bootstrap", None)
+            or os.environ.get("DECLIC_KAFKA_BOOTSTRAP")
+            or DEFAULT_BOOTSTRAP
+        )
+        print(f"declic: error: Kafka at {bootstrap}: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.engagements_admin import apply_engagements, load_and_validate
 from engine.publish import Line, publish_lines
@@ -128,9 +129,13 @@ def _report(result: dict[str, Any], metrics_text: str, metrics_url: str) -> None
     impressions = Counter(
         (record["engagement_id"], record["kind"]) for record in result["impressions"]
     )
-    events_read = sum(result["sent"].values())
+    samples = _counter_samples(metrics_text)
+    events_read = {
+        labels["topic"]: value for labels, value in samples.get("declic_events_read_total", [])
+    }
     print(
-        f"\nEvents read: {events_read} ({', '.join(f'{n} {t}' for t, n in result['sent'].items())})"
+        f"\nEvents read by the worker: {sum(events_read.values()):.0f} "
+        f"({', '.join(f'{n:.0f} {topic}' for topic, n in sorted(events_read.items()))})"
     )
     print(f"\n{'ENGAGEMENT':<22} {'DELIVERIES':>10} {'IMPRESSIONS':>11} {'CLICKS':>7}")
     for engagement_id in sorted({*deliveries, *(key[0] for key in impressions)}):
@@ -139,32 +144,23 @@ def _report(result: dict[str, Any], metrics_text: str, metrics_url: str) -> None
             f"{impressions[(engagement_id, 'impression')]:>11} "
             f"{impressions[(engagement_id, 'click')]:>7}"
         )
-    print(
-        f"{'total':<22} {sum(deliveries.values()):>10} "
-        f"{sum(n for (_, kind), n in impressions.items() if kind == 'impression'):>11} "
-        f"{sum(n for (_, kind), n in impressions.items() if kind == 'click'):>7}"
-    )
-    outcomes = _evaluation_outcomes(metrics_text)
-    if outcomes:
-        print("\nEvaluations by outcome (from the worker's metrics):")
-        for (engagement_id, outcome), count in sorted(outcomes.items()):
-            print(f"  {engagement_id:<22} {outcome:<18} {count:>6.0f}")
-    print(f"\nMetrics endpoint (while a worker runs): {metrics_url}")
+    total_impressions = sum(n for (_, kind), n in impressions.items() if kind == "impression")
+    total_clicks = sum(n for (_, kind), n in impressions.items() if kind == "click")
+    print(f"{'total':<22} {sum(deliveries.values()):>10} {total_impressions:>11} {total_clicks:>7}")
+    evaluations = samples.get("declic_evaluations_total", [])
+    if evaluations:
+        print("\nEvaluations by outcome:")
+        for labels, count in sorted(evaluations, key=lambda item: sorted(item[0].items())):
+            print(f"  {labels['engagement']:<22} {labels['outcome']:<18} {count:>6.0f}")
+    print(f"\nMetrics endpoint (served while a worker runs): {metrics_url}")
 
 
-def _evaluation_outcomes(metrics_text: str) -> dict[tuple[str, str], float]:
-    outcomes: dict[tuple[str, str], float] = {}
-    for line in metrics_text.splitlines():
-        if not line.startswith("declic_evaluations_total{"):
-            continue
-        labels_text, _, value = line.partition("} ")
-        labels = dict(
-            part.split("=", 1)
-            for part in labels_text.removeprefix("declic_evaluations_total{").split(",")
-        )
-        key = (labels["engagement"].strip('"'), labels["outcome"].strip('"'))
-        outcomes[key] = float(value)
-    return outcomes
+def _counter_samples(metrics_text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
 
 
 def run_demo(settings: Settings, examples: Path, users: int = 200) -> int:

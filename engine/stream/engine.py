@@ -112,12 +112,19 @@ class Engine:
                         checkpointer = self._checkpointers.get(tp.partition)
                         if checkpointer is not None:
                             checkpointer.processor.handle_batch(tp, records, now_ms)
+                            self._record_lag(consumer, tp, records[-1].offset + 1)
                         elif tp in consumer.assignment():
                             # aiokafka hands out records before the assignment callback has
                             # opened the partition's state: read them again once it has.
                             consumer.seek(tp, records[0].offset)
                 if time.monotonic() - self._last_checkpoint >= interval:
                     await self._checkpoint_all()
+
+    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, next_offset: int) -> None:
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            lag = max(0, highwater - next_offset)
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -33,6 +35,7 @@ DEAD_LETTERS = "dead-letters"
 STATE_CHANGELOG = "state-changelog"
 
 COMPACTED = {"cleanup.policy": "compact"}
+LEADER_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +102,27 @@ async def ensure_topics(settings: Settings) -> list[str]:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
             log.info("created topics: %s", ", ".join(spec.name for spec in missing))
+            await _wait_for_leaders(admin, [spec.name for spec in missing])
         await _check_partition_counts(admin, settings)
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    # A topic answers NotLeaderForPartition until its partitions have a leader.
+    deadline = time.monotonic() + LEADER_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(
+            not entry.get("error_code")
+            and entry["partitions"]
+            and all(partition["leader"] >= 0 for partition in entry["partitions"])
+            for entry in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("topics %s still have no leader after %ss", topics, LEADER_WAIT_SECONDS)
 
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
