@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from engine.schemas import validator
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
@@ -77,6 +78,7 @@ async def test_session_start_delivers_to_matching_user_only(harness: Harness) ->
     await deliveries.stop()
     assert [record["user_id"] for record in records] == [french]
     delivery = records[0]
+    validator("delivery").check(delivery)
     assert delivery["trigger_event_id"] == trigger["event_id"]
     assert delivery["variant"] == "default"
     assert delivery["engagement_version"] == 1
@@ -184,6 +186,8 @@ async def test_interactions_become_impressions_with_first_flag(harness: Harness)
         (sent[1]["event_id"], "impression", False),
         (sent[2]["event_id"], "click", True),
     ]
+    for record in records:
+        validator("impression").check(record)
     assert {r["delivery_id"] for r in records} == {delivery["delivery_id"]}
     assert {r["engagement_id"] for r in records} == {engagement_id}
     assert records[2]["element"] == "buy_button"
@@ -226,6 +230,7 @@ async def test_bad_input_goes_to_dead_letters_and_processing_goes_on(harness: Ha
         ["invalid_json", "schema_violation", "invalid_key", "schema_violation", "unknown_delivery"]
     )
     for letter in dead:
+        validator("dead-letter").check(letter)
         assert letter["error"]
         assert letter["source_topic"] in (
             harness.settings.topic("custom-events"),
