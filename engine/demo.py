@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.engagements_admin import apply_engagements, load_and_validate
+from engine.admin.engagements import apply_engagements, load_and_validate
 from engine.publish import Line, publish_lines
 from engine.settings import Settings
 from engine.stream.tail import TopicTail

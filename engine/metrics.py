@@ -24,24 +24,16 @@ class BatchTally:
     events_read: Counter[str] = field(default_factory=Counter)
     trigger_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     evaluations: Counter[tuple[str, str]] = field(default_factory=Counter)
-    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)
-    impressions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # (engagement, variant, test) with test "true" or "false"
+    deliveries: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # (engagement, variant, kind, first, test)
+    impressions: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
+    conversions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    element_clicks: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     dead_letters: Counter[tuple[str, str]] = field(default_factory=Counter)
     stale_events: Counter[str] = field(default_factory=Counter)
     profile_updates: int = 0
     delivery_latencies: list[float] = field(default_factory=list)
-
-    def merge(self, other: BatchTally) -> None:
-        """Add another tally's counts to this one."""
-        self.events_read.update(other.events_read)
-        self.trigger_events.update(other.trigger_events)
-        self.evaluations.update(other.evaluations)
-        self.deliveries.update(other.deliveries)
-        self.impressions.update(other.impressions)
-        self.dead_letters.update(other.dead_letters)
-        self.stale_events.update(other.stale_events)
-        self.profile_updates += other.profile_updates
-        self.delivery_latencies.extend(other.delivery_latencies)
 
 
 class EngineMetrics:
@@ -67,14 +59,32 @@ class EngineMetrics:
         )
         self.deliveries = PromCounter(
             "declic_deliveries",
-            "Delivery records produced",
-            ["engagement", "variant"],
+            "Delivery records produced (test: test sends)",
+            ["engagement", "variant", "test"],
             registry=reg,
         )
         self.impressions = PromCounter(
             "declic_impressions",
-            "Interaction records joined to their delivery and produced",
-            ["engagement", "variant", "kind"],
+            "Interactions joined to their delivery (first: the first of its kind for the "
+            "delivery; test: of a test send)",
+            ["engagement", "variant", "kind", "first", "test"],
+            registry=reg,
+        )
+        self.conversions = PromCounter(
+            "declic_conversions",
+            "Conversion records produced",
+            ["engagement", "variant"],
+            registry=reg,
+        )
+        self.element_clicks = PromCounter(
+            "declic_element_clicks",
+            "Clicks on elements mapped to a named metric by an engagement",
+            ["engagement", "variant", "metric"],
+            registry=reg,
+        )
+        self.pending_deliveries = Gauge(
+            "declic_pending_deliveries",
+            "Delayed deliveries waiting for their due time on this worker",
             registry=reg,
         )
         self.dead_letters = PromCounter(
@@ -135,10 +145,14 @@ class EngineMetrics:
             self.trigger_events.labels(topic, event).inc(count)
         for (engagement, outcome), count in tally.evaluations.items():
             self.evaluations.labels(engagement, outcome).inc(count)
-        for (engagement, variant), count in tally.deliveries.items():
-            self.deliveries.labels(engagement, variant).inc(count)
-        for (engagement, variant, kind), count in tally.impressions.items():
-            self.impressions.labels(engagement, variant, kind).inc(count)
+        for (engagement, variant, test), count in tally.deliveries.items():
+            self.deliveries.labels(engagement, variant, test).inc(count)
+        for (engagement, variant, kind, first, test), count in tally.impressions.items():
+            self.impressions.labels(engagement, variant, kind, first, test).inc(count)
+        for (engagement, variant), count in tally.conversions.items():
+            self.conversions.labels(engagement, variant).inc(count)
+        for (engagement, variant, metric), count in tally.element_clicks.items():
+            self.element_clicks.labels(engagement, variant, metric).inc(count)
         for (topic, reason), count in tally.dead_letters.items():
             self.dead_letters.labels(topic, reason).inc(count)
         for topic, count in tally.stale_events.items():

@@ -13,7 +13,6 @@ from aiokafka import AIOKafkaProducer
 from engine.errors import DeclicError
 from engine.schemas import SchemaViolation, validator
 from engine.settings import Settings
-from engine.stream.topics import INPUT_KINDS
 
 SCHEMA_BY_TOPIC = {
     "sessions": "session-event",
@@ -21,7 +20,8 @@ SCHEMA_BY_TOPIC = {
     "interactions": "interaction",
     "profiles": "profile-update",
 }
-PUBLISHABLE = tuple(kind.value for kind in INPUT_KINDS)
+# What backend services publish; test-send requests come from `declic engagements test-send`.
+PUBLISHABLE = tuple(SCHEMA_BY_TOPIC)
 
 
 class PublishError(DeclicError):

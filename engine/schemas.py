@@ -47,7 +47,10 @@ SCHEMA_NAMES: Final[tuple[str, ...]] = (
     "engagement-record",
     "delivery",
     "impression",
+    "conversion",
     "dead-letter",
+    "engagement-change",
+    "test-send",
 )
 _SCHEMA_SUFFIX: Final = ".schema.json"
 # Keys that can be written as ".key" in a path; anything else is quoted as ["key"].

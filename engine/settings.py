@@ -7,8 +7,9 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -21,6 +22,21 @@ def _default_author() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+class FrequencyCap(BaseModel):
+    """At most `max` in-app messages per user in any `per_seconds` window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max: int = Field(ge=1)
+    per_seconds: int = Field(ge=1)
+
+
+DEFAULT_FREQUENCY_CAPS = (
+    FrequencyCap(max=1, per_seconds=30),
+    FrequencyCap(max=3, per_seconds=86_400),
+)
 
 
 class Settings(BaseSettings):
@@ -66,7 +82,15 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(10_000, ge=1, le=1_000_000)
     transaction_timeout_seconds: float = Field(15.0, ge=1, le=900)
 
-    author: str = Field(default_factory=_default_author)
+    frequency_caps: tuple[FrequencyCap, ...] = Field(
+        DEFAULT_FREQUENCY_CAPS,
+        description='Engine-wide caps per user, JSON: [{"max": 1, "per_seconds": 30}, ...]',
+    )
+    default_timezone: str = Field(
+        "UTC", description="IANA zone for local-time schedules when the user's zone is unknown"
+    )
+
+    author: str = Field(default_factory=_default_author, min_length=1, max_length=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap")
@@ -76,6 +100,15 @@ class Settings(BaseSettings):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"expected host:port, got {server!r}")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
 
     def topic(self, name: str) -> str:

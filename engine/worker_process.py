@@ -30,6 +30,9 @@ INHERITED = (
     "max_future_seconds",
     "checkpoint_interval_seconds",
     "log_level",
+    "frequency_caps",
+    "default_timezone",
+    "author",
 )
 
 
@@ -55,8 +58,9 @@ class WorkerProcess:
     def environment(self) -> dict[str, str]:
         """Return the child's environment: ours plus its settings."""
         env = dict(os.environ)
-        for name in INHERITED:
-            env[f"DECLIC_{name.upper()}"] = str(getattr(self.settings, name))
+        values = self.settings.model_dump(mode="json", include=set(INHERITED))
+        for name, value in values.items():
+            env[f"DECLIC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
 
     def start(self) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Final
 
+from engine.core.counters import CountSpec, merge_count_specs
 from engine.core.engagements import ARCHIVED, Engagement
 from engine.core.events import CUSTOM_PREFIX
 
@@ -14,19 +15,28 @@ OTHER_EVENT_LABEL: Final = "other"
 _NO_CANDIDATES: Final[tuple[Engagement, ...]] = ()
 
 
-def _evaluation_order(engagement: Engagement) -> tuple[int, str]:
-    return (-engagement.priority, engagement.id)
+def _evaluation_order(engagement: Engagement) -> tuple[int, int, str]:
+    return (-engagement.priority, engagement.start_order_ms, engagement.id)
 
 
 class Catalog:
     """Engagements by id plus, for each trigger key, the non-archived ones it can fire.
 
-    Candidates come in evaluation order: highest priority first, then by id, so results
-    are deterministic. Build a new catalog when engagements change; compiled engagements
-    are reused, so a rebuild only re-indexes.
+    Candidates come in evaluation order, which is also the priority order: highest
+    priority first, then the earliest schedule start (an open start is earliest; a
+    local-time start counts as its wall-clock time read in UTC), then by id. The first
+    eligible candidate is therefore the one delivered. Build a new catalog when
+    engagements change; compiled engagements are reused, so a rebuild only re-indexes.
     """
 
-    __slots__ = ("_by_id", "_by_trigger", "_custom_event_names")
+    __slots__ = (
+        "_by_id",
+        "_by_trigger",
+        "_count_specs",
+        "_count_specs_by_key",
+        "_custom_event_names",
+        "_local_time_keys",
+    )
 
     def __init__(self, by_id: Mapping[str, Engagement]) -> None:
         """Index ``by_id``; prefer ``Catalog.build``."""
@@ -41,6 +51,23 @@ class Catalog:
         self._custom_event_names = frozenset(
             key[len(CUSTOM_PREFIX) :] for key in self._by_trigger if key.startswith(CUSTOM_PREFIX)
         )
+        self._local_time_keys = frozenset(
+            key
+            for key, group in self._by_trigger.items()
+            if any(item.clock is not None and item.clock.local_time for item in group)
+        )
+        # Only active engagements' filters are counted: nothing else reads the counts.
+        self._count_specs: Mapping[str, CountSpec] = MappingProxyType(
+            merge_count_specs(
+                item
+                for engagement in self._by_id.values()
+                if engagement.is_active
+                for item in engagement.count_filters
+            )
+        )
+        self._count_specs_by_key = {
+            CUSTOM_PREFIX + name: spec for name, spec in self._count_specs.items()
+        }
 
     @classmethod
     def build(cls, engagements: Iterable[Engagement]) -> Catalog:
@@ -81,6 +108,19 @@ class Catalog:
     def custom_event_names(self) -> frozenset[str]:
         """Return the custom event names some non-archived engagement listens to."""
         return self._custom_event_names
+
+    @property
+    def counted_events(self) -> Mapping[str, CountSpec]:
+        """Return, per custom event name some active filter counts, what to keep of it."""
+        return self._count_specs
+
+    def count_spec(self, trigger_key: str) -> CountSpec | None:
+        """Return the count spec of the custom events with ``trigger_key``, if counted."""
+        return self._count_specs_by_key.get(trigger_key)
+
+    def uses_local_time(self, trigger_key: str) -> bool:
+        """Return whether a candidate of ``trigger_key`` has a local-time schedule."""
+        return trigger_key in self._local_time_keys
 
     def label_for_event_name(self, name: str) -> str:
         """Return ``name`` if an engagement listens to it, else "other": bounds metric labels."""

@@ -2,7 +2,9 @@
 
 A delivery id is ``uuid5(DECLIC_NAMESPACE, engagement_id + US + user_id + US +
 trigger_event_id)`` (US = ``\\x1f``), so reprocessing the same input yields the same id and
-downstream can drop the repeat. Like the bucketing hash, the formula is frozen.
+downstream can drop the repeat. A test send uses ``"test" + US + request_id`` as its
+trigger part, so it can never collide with a real delivery. Like the bucketing hash, the
+formula is frozen.
 """
 
 from __future__ import annotations
@@ -12,15 +14,25 @@ import uuid
 from collections.abc import Mapping
 from typing import Final
 
+from engine.core.delivery_state import DeliveryState
 from engine.core.engagements import Engagement
 from engine.core.events import TriggerEvent
-from engine.core.state import DeliveryState
 from engine.core.timestamps import format_timestamp
+from engine.core.variants import DEFAULT_VARIANT, Variant
 from engine.errors import InvalidRecord
+
+__all__ = [
+    "DECLIC_NAMESPACE",
+    "DEFAULT_VARIANT",
+    "build_delivery",
+    "delivery_id",
+    "delivery_id_for_test_send",
+    "delivery_record",
+    "new_delivery_state",
+]
 
 # uuid5(NAMESPACE_URL, "urn:declic:delivery"), written out so it can never drift.
 DECLIC_NAMESPACE: Final = uuid.UUID("eb480550-e1a7-5a82-8324-0be73b2fb912")
-DEFAULT_VARIANT: Final = "default"
 _SEPARATOR: Final = "\x1f"  # ASCII unit separator: absent from ids in practice
 # uuid.uuid5 rebuilds this hash and a UUID object per call; this path is ~3x faster and
 # produces the same string (a test holds it to uuid.uuid5).
@@ -38,38 +50,58 @@ def delivery_id(engagement_id: str, user_id: str, trigger_event_id: str) -> str:
     return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
+def delivery_id_for_test_send(engagement_id: str, user_id: str, request_id: str) -> str:
+    """Return the deterministic id of a test send."""
+    return delivery_id(engagement_id, user_id, f"test{_SEPARATOR}{request_id}")
+
+
 def delivery_record(
     engagement: Engagement,
-    event: TriggerEvent,
+    variant: Variant,
+    *,
+    delivery_id: str,
+    user_id: str,
+    trigger_event_id: str,
     triggered_at: str,
     created_at: str,
-    variant: str = DEFAULT_VARIANT,
+    created_at_ms: int,
+    test: bool = False,
 ) -> dict[str, object]:
-    """Return a delivery record from timestamps already formatted once for the event."""
-    return {
-        "delivery_id": delivery_id(engagement.id, event.user_id, event.event_id),
+    """Return a delivery record from timestamps already formatted by the caller.
+
+    ``expires_at`` (``created_at`` plus the engagement's ``expires_after_seconds``) is
+    present only when the engagement sets it.
+    """
+    record: dict[str, object] = {
+        "delivery_id": delivery_id,
         "engagement_id": engagement.id,
         "engagement_version": engagement.version,
-        "variant": variant,
-        "user_id": event.user_id,
-        "trigger_event_id": event.event_id,
-        "message": engagement.message,
+        "variant": variant.id,
+        "user_id": user_id,
+        "trigger_event_id": trigger_event_id,
+        "message": variant.message,
         "triggered_at": triggered_at,
         "created_at": created_at,
-        "test": False,
+        "test": test,
     }
+    if engagement.expires_after_ms is not None:
+        record["expires_at"] = format_timestamp(created_at_ms + engagement.expires_after_ms)
+    return record
 
 
 def build_delivery(
-    engagement: Engagement, event: TriggerEvent, now_ms: int, variant: str = DEFAULT_VARIANT
+    engagement: Engagement, event: TriggerEvent, now_ms: int, variant: Variant | None = None
 ) -> dict[str, object]:
     """Return the delivery record ``event`` produces for ``engagement``, ready for orjson."""
     return delivery_record(
         engagement,
-        event,
-        format_timestamp(event.timestamp_ms),
-        format_timestamp(now_ms),
-        variant,
+        engagement.variants.fallback if variant is None else variant,
+        delivery_id=delivery_id(engagement.id, event.user_id, event.event_id),
+        user_id=event.user_id,
+        trigger_event_id=event.event_id,
+        triggered_at=format_timestamp(event.timestamp_ms),
+        created_at=format_timestamp(now_ms),
+        created_at_ms=now_ms,
     )
 
 
@@ -84,6 +116,9 @@ def new_delivery_state(delivery: Mapping[str, object], created_at_ms: int) -> De
     version = delivery.get("engagement_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise InvalidRecord("invalid_field", "delivery engagement_version must be an integer")
+    test = delivery.get("test", False)
+    if not isinstance(test, bool):
+        raise InvalidRecord("invalid_field", "delivery test must be a boolean")
     return DeliveryState(
         delivery_id=fields["delivery_id"],
         engagement_id=fields["engagement_id"],
@@ -91,4 +126,5 @@ def new_delivery_state(delivery: Mapping[str, object], created_at_ms: int) -> De
         variant=fields["variant"],
         user_id=fields["user_id"],
         created_at_ms=created_at_ms,
+        test=test,
     )

@@ -1,25 +1,34 @@
 """Compile engagement documents once, so matching does no parsing on the hot path.
 
-A document that cannot be compiled raises ``InvalidRecord("invalid_engagement", ...)``.
+A document that cannot be compiled raises ``InvalidRecord("invalid_engagement",
+"<id>: <detail>")``: bad sets (duplicate variant ids, weights <= 0, ``cancel_on`` without
+a delay...) are refused, never silently fixed.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from math import isfinite
+from types import MappingProxyType
 from typing import Final
 
+from engine.core.conversions import ConversionRule, compile_conversion
+from engine.core.counters import CountFilter, compile_count_filter
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
 from engine.core.operators import Predicate, compile_filters
 from engine.core.outcomes import Evaluation, Outcome
-from engine.core.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS, parse_timestamp
+from engine.core.pending import CancelRule, compile_cancel_rules
+from engine.core.schedule import ClockRules, compile_schedule
+from engine.core.variants import Variants, compile_variants
 from engine.errors import InvalidRecord
 
 STATUSES: Final = frozenset({"draft", "active", "paused", "archived"})
 ACTIVE: Final = "active"
 ARCHIVED: Final = "archived"
+_METRIC_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
 # eq=False: predicates are closures, so field-wise equality would be misleading.
@@ -34,17 +43,27 @@ class Engagement:
     priority: int
     trigger_key: str
     where: Predicate
-    schedule_start_ms: int | None
+    schedule_start_ms: int | None  # absolute bounds; None when open or in local time
     schedule_end_ms: int | None
-    audience: Predicate
+    audience: Predicate  # attribute filters only; see count_filters
     percent: float
     message: Mapping[str, object]
     reeligible_after_seconds: float | None
     document: Mapping[str, object]
+    variants: Variants
+    count_filters: tuple[CountFilter, ...]
+    ignore_frequency_caps: bool
+    delay_ms: int  # 0: deliver at trigger time
+    cancel_on: tuple[CancelRule, ...]
+    expires_after_ms: int | None
+    conversion: ConversionRule | None
+    element_metrics: Mapping[str, str]  # clicked element -> metric name
     # Derived at compile time for the matcher.
     is_active: bool
     window_start_ms: int  # schedule as a half-open [start, end) range, open sides as sentinels
     window_end_ms: int
+    clock: ClockRules | None  # local-time bounds and daily hours; None in the common case
+    start_order_ms: int  # priority tie-break: earliest start first, open start earliest
     reeligible_after_ms: int | None
     evaluations: Mapping[Outcome, Evaluation]
 
@@ -52,13 +71,10 @@ class Engagement:
 class _Fields:
     """Typed, failing readers over one engagement document."""
 
-    __slots__ = ("engagement_id",)
-
-    def __init__(self, engagement_id: str) -> None:
-        self.engagement_id = engagement_id
+    __slots__ = ()
 
     def fail(self, detail: str) -> InvalidRecord:
-        return InvalidRecord("invalid_engagement", f"{self.engagement_id}: {detail}")
+        return InvalidRecord("invalid_engagement", detail)
 
     def mapping(self, parent: Mapping[str, object], field: str) -> Mapping[str, object]:
         value = parent.get(field)
@@ -68,16 +84,13 @@ class _Fields:
             raise self.fail(f"{field} must be an object")
         return value
 
-    def filters(self, parent: Mapping[str, object], field: str, key_field: str) -> Predicate:
-        specs = parent.get(field)
-        if specs is None:
-            specs = []
-        if not isinstance(specs, list):
+    def array(self, parent: Mapping[str, object], field: str) -> list[object]:
+        value = parent.get(field)
+        if value is None:
+            return []
+        if not isinstance(value, list):
             raise self.fail(f"{field} must be an array")
-        try:
-            return compile_filters(specs, key_field)
-        except InvalidRecord as error:
-            raise self.fail(error.detail) from None
+        return value
 
     def number(self, parent: Mapping[str, object], field: str) -> float | None:
         value = parent.get(field)
@@ -87,26 +100,61 @@ class _Fields:
             raise self.fail(f"{field} must be a finite number")
         return value
 
-    def instant(self, parent: Mapping[str, object], field: str) -> int | None:
+    def seconds_ms(self, parent: Mapping[str, object], field: str) -> int | None:
         value = parent.get(field)
         if value is None:
             return None
-        try:
-            return parse_timestamp(value)
-        except InvalidRecord as error:
-            raise self.fail(f"schedule {field}: {error.detail}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(f"{field} must be an integer number of seconds >= 1")
+        return value * 1000
+
+    def flag(self, parent: Mapping[str, object], field: str) -> bool:
+        value = parent.get(field, False)
+        if not isinstance(value, bool):
+            raise self.fail(f"{field} must be a boolean")
+        return value
 
 
-def _trigger_key(fields: _Fields, trigger: Mapping[str, object]) -> str:
+_FIELDS: Final = _Fields()
+
+
+def _trigger_key(trigger: Mapping[str, object]) -> str:
     event = trigger.get("event")
     if event in (SESSION_START, SESSION_END):
         return event
     if event == "custom":
         name = trigger.get("name")
         if not isinstance(name, str) or not name:
-            raise fields.fail("a custom trigger needs a non-empty name")
+            raise _FIELDS.fail("a custom trigger needs a non-empty name")
         return CUSTOM_PREFIX + name
-    raise fields.fail(f"unknown trigger event {event!r}")
+    raise _FIELDS.fail(f"unknown trigger event {event!r}")
+
+
+def _audience(filters: list[object]) -> tuple[Predicate, tuple[CountFilter, ...]]:
+    """Split audience filters into one attribute predicate and the event-count filters."""
+    attribute_specs: list[object] = []
+    count_filters: list[CountFilter] = []
+    for spec in filters:
+        if isinstance(spec, Mapping) and "event" in spec:
+            count_filters.append(compile_count_filter(spec))
+        else:
+            attribute_specs.append(spec)
+    return compile_filters(attribute_specs, "attribute"), tuple(count_filters)
+
+
+def _element_metrics(specs: list[object]) -> Mapping[str, str]:
+    metrics: dict[str, str] = {}
+    for spec in specs:
+        element = spec.get("element") if isinstance(spec, Mapping) else None
+        metric = spec.get("metric") if isinstance(spec, Mapping) else None
+        if not isinstance(element, str) or not element:
+            raise _FIELDS.fail("each elements entry needs a non-empty element")
+        if not isinstance(metric, str) or not _METRIC_NAME.match(metric):
+            raise _FIELDS.fail(f"element {element!r}: metric must be 1-64 of A-Z a-z 0-9 _ -")
+        if element in metrics:
+            raise _FIELDS.fail(f"element {element!r} is listed twice")
+        metrics[element] = metric
+    return MappingProxyType(metrics)
 
 
 def compile_engagement(document: Mapping[str, object], version: int) -> Engagement:
@@ -114,7 +162,14 @@ def compile_engagement(document: Mapping[str, object], version: int) -> Engageme
     engagement_id = document.get("id")
     if not isinstance(engagement_id, str) or not engagement_id:
         raise InvalidRecord("invalid_engagement", "id must be a non-empty string")
-    fields = _Fields(engagement_id)
+    try:
+        return _compile(engagement_id, document, version)
+    except InvalidRecord as error:
+        raise InvalidRecord("invalid_engagement", f"{engagement_id}: {error.detail}") from None
+
+
+def _compile(engagement_id: str, document: Mapping[str, object], version: int) -> Engagement:
+    fields = _FIELDS
     if isinstance(version, bool) or not isinstance(version, int):
         raise fields.fail("version must be an integer")
     status = document.get("status")
@@ -128,12 +183,13 @@ def compile_engagement(document: Mapping[str, object], version: int) -> Engageme
         raise fields.fail("name must be a string")
 
     trigger = fields.mapping(document, "trigger")
-    schedule = fields.mapping(document, "schedule")
-    start_ms = fields.instant(schedule, "start")
-    end_ms = fields.instant(schedule, "end")
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise fields.fail("schedule start must be before end")
+    delay_ms = fields.seconds_ms(trigger, "delay_seconds")
+    cancel_on = compile_cancel_rules(trigger.get("cancel_on"))
+    if cancel_on and delay_ms is None:
+        raise fields.fail("trigger cancel_on needs delay_seconds: only a delay can be cancelled")
+    schedule = compile_schedule(fields.mapping(document, "schedule"))
     audience = fields.mapping(document, "audience")
+    attribute_filter, count_filters = _audience(fields.array(audience, "filters"))
     percent = fields.number(audience, "percent")
     if percent is None:
         percent = 100.0
@@ -142,7 +198,8 @@ def compile_engagement(document: Mapping[str, object], version: int) -> Engageme
     after_seconds = fields.number(fields.mapping(document, "reeligibility"), "after_seconds")
     if after_seconds is not None and after_seconds < 0:
         raise fields.fail("reeligibility after_seconds must not be negative")
-    message = fields.mapping(document, "message")
+    # A private copy: deliveries embed it, so later edits to the source must not leak in.
+    message = copy.deepcopy(dict(fields.mapping(document, "message")))
 
     return Engagement(
         id=engagement_id,
@@ -150,19 +207,30 @@ def compile_engagement(document: Mapping[str, object], version: int) -> Engageme
         version=version,
         status=status,
         priority=priority,
-        trigger_key=_trigger_key(fields, trigger),
-        where=fields.filters(trigger, "where", "property"),
-        schedule_start_ms=start_ms,
-        schedule_end_ms=end_ms,
-        audience=fields.filters(audience, "filters", "attribute"),
+        trigger_key=_trigger_key(trigger),
+        where=compile_filters(fields.array(trigger, "where"), "property"),
+        schedule_start_ms=schedule.start_ms,
+        schedule_end_ms=schedule.end_ms,
+        audience=attribute_filter,
         percent=percent,
-        # A private copy: deliveries embed it, so later edits to the source must not leak in.
-        message=copy.deepcopy(dict(message)),
+        message=message,
         reeligible_after_seconds=after_seconds,
         document=document,
+        variants=compile_variants(
+            document.get("variants"), document.get("control_percent"), message
+        ),
+        count_filters=count_filters,
+        ignore_frequency_caps=fields.flag(document, "ignore_frequency_caps"),
+        delay_ms=delay_ms or 0,
+        cancel_on=cancel_on,
+        expires_after_ms=fields.seconds_ms(document, "expires_after_seconds"),
+        conversion=compile_conversion(document.get("conversion")),
+        element_metrics=_element_metrics(fields.array(document, "elements")),
         is_active=status == ACTIVE,
-        window_start_ms=MIN_EPOCH_MS if start_ms is None else start_ms,
-        window_end_ms=MAX_EPOCH_MS + 1 if end_ms is None else end_ms,
+        window_start_ms=schedule.window_start_ms,
+        window_end_ms=schedule.window_end_ms,
+        clock=schedule.clock,
+        start_order_ms=schedule.start_order_ms,
         reeligible_after_ms=None if after_seconds is None else round(after_seconds * 1000),
         # Evaluations are immutable, so share one per outcome instead of one per event.
         evaluations={outcome: Evaluation(engagement_id, version, outcome) for outcome in Outcome},

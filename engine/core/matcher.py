@@ -1,23 +1,33 @@
 """Match one trigger event against the catalog: the per-event hot path.
 
-For each candidate engagement (non-archived, same trigger key) exactly one outcome is
-reported, from the first check that fails, in this order:
+Before the candidates, a fresh (non-stale) event merges its attributes into the profile;
+a custom event is then counted (when an active event-count filter names it), cancels the
+user's pending deliveries whose ``cancel_on`` it matches (outcome ``cancelled``, reported
+first) and converts the conversion watches it matches.
+
+For each candidate engagement (non-archived, same trigger key, in priority order) one
+outcome is reported, from the first check that fails, in this order:
 
 ``stale``            the event is older than ``max_age_ms`` or more than ``max_future_ms``
-                     ahead of ``now_ms``; every candidate gets it, nothing else is checked,
-                     and the event's attributes are not merged (a far-future timestamp
-                     would otherwise outrank every later profile update)
+                     ahead of ``now_ms``; every candidate gets it, nothing else happens
+                     (no attribute merge, count, cancellation or conversion)
 ``inactive``         the engagement's status is not ``active``
 ``filter_miss``      a trigger ``where`` filter fails on the event's properties
-``outside_schedule`` the event's own timestamp is before ``start`` or at/after ``end``
-``audience_miss``    an audience filter fails on the user's profile, merged with the
-                     event's attributes first
+``outside_schedule`` the event is outside ``[start, end)`` or the daily ``hours``, in UTC or
+                     in the user's local time (``schedule.local_time``)
+``audience_miss``    an attribute filter fails on the profile (merged with the event's
+                     attributes first) or an event-count filter fails
 ``sampled_out``      the user's audience bucket is outside ``percent``
-``not_re_eligible``  already delivered to the user: ever (``after_seconds`` null) or less
-                     than ``after_seconds`` before this event, in event time
-``delivered``        a delivery record is built and recorded on the user
+``not_re_eligible``  already delivered (or control-assigned) to the user: ever
+                     (``after_seconds`` null) or less than ``after_seconds`` before this
+                     event, in event time; or a delayed delivery of it is pending
+``frequency_capped`` a policy frequency cap is reached (unless ``ignore_frequency_caps``)
+``lower_priority``   eligible, but an earlier candidate in priority order won
+``control``          the winner, for a user in the control group: nothing is delivered
+``delivered``        the winner: a delivery record is built and recorded on the user
 
-Candidates are independent: one event can deliver several engagements.
+A delayed winner (``delay_seconds``) is not delivered: it is returned in ``scheduled`` and
+stored on the user, and reports no outcome now (its cancel or release will).
 """
 
 from __future__ import annotations
@@ -26,33 +36,47 @@ from dataclasses import dataclass, field
 
 from engine.core.bucketing import AUDIENCE_SEED, in_percent
 from engine.core.catalog import Catalog
-from engine.core.deliveries import delivery_record
-from engine.core.events import TriggerEvent
+from engine.core.conversions import ConversionWatch
+from engine.core.counters import counts_hold
+from engine.core.deliveries import delivery_id, delivery_record
+from engine.core.engagements import Engagement
+from engine.core.events import CUSTOM_PREFIX, TriggerEvent
+from engine.core.local_time import user_zone, wall_clock_ms
 from engine.core.outcomes import Evaluation, Outcome
+from engine.core.pending import PendingDelivery
+from engine.core.policy import DEFAULT_POLICY, MatchPolicy
 from engine.core.state import UserState
 from engine.core.timestamps import format_timestamp
+from engine.core.tracking import cancel_pending, convert_watches, count_event
+from engine.core.variants import CONTROL, assign_variant
 
-__all__ = ["Evaluation", "MatchPolicy", "MatchResult", "Outcome", "evaluate", "is_stale"]
-
-
-@dataclass(frozen=True, slots=True)
-class MatchPolicy:
-    """How far from ``now_ms`` an event may be and still trigger anything."""
-
-    max_age_ms: int = 3_600_000
-    max_future_ms: int = 300_000
+__all__ = [
+    "DEFAULT_POLICY",
+    "Evaluation",
+    "MatchPolicy",
+    "MatchResult",
+    "Outcome",
+    "evaluate",
+    "is_stale",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class MatchResult:
-    """Evaluations in candidate order, the deliveries to emit, and whether to persist."""
+    """What one event did: outcomes, records to emit, delays, and whether to persist.
+
+    ``evaluations`` lists cancellations first, then candidates in priority order (a
+    delayed winner is absent). ``scheduled`` are new pending deliveries to index by due
+    time; ``cancelled`` are pending deliveries to drop from that index.
+    """
 
     evaluations: list[Evaluation] = field(default_factory=list)
     deliveries: list[dict[str, object]] = field(default_factory=list)
+    scheduled: list[PendingDelivery] = field(default_factory=list)
+    cancelled: list[PendingDelivery] = field(default_factory=list)
+    conversions: list[dict[str, object]] = field(default_factory=list)
     user_changed: bool = False
 
-
-DEFAULT_POLICY = MatchPolicy()
 
 # Module constants: enum attribute access costs ~100 ns, paid per candidate otherwise.
 _STALE = Outcome.STALE
@@ -62,7 +86,11 @@ _OUTSIDE_SCHEDULE = Outcome.OUTSIDE_SCHEDULE
 _AUDIENCE_MISS = Outcome.AUDIENCE_MISS
 _SAMPLED_OUT = Outcome.SAMPLED_OUT
 _NOT_RE_ELIGIBLE = Outcome.NOT_RE_ELIGIBLE
+_FREQUENCY_CAPPED = Outcome.FREQUENCY_CAPPED
+_LOWER_PRIORITY = Outcome.LOWER_PRIORITY
+_CONTROL = Outcome.CONTROL
 _DELIVERED = Outcome.DELIVERED
+_CANCELLED = Outcome.CANCELLED
 
 
 def is_stale(event: TriggerEvent, now_ms: int, policy: MatchPolicy = DEFAULT_POLICY) -> bool:
@@ -78,49 +106,167 @@ def evaluate(
     now_ms: int,
     policy: MatchPolicy = DEFAULT_POLICY,
 ) -> MatchResult:
-    """Evaluate ``event`` for ``user``; mutate ``user`` (attributes, deliveries) as it goes."""
-    candidates = catalog.candidates(event.trigger_key)
+    """Evaluate ``event`` for ``user``; mutate ``user`` (profile, history) as it goes."""
+    trigger_key = event.trigger_key
+    candidates = catalog.candidates(trigger_key)
     timestamp_ms = event.timestamp_ms
     if is_stale(event, now_ms, policy):
-        return MatchResult([candidate.evaluations[_STALE] for candidate in candidates], [], False)
+        return MatchResult([candidate.evaluations[_STALE] for candidate in candidates])
 
     user_changed = user.merge_attributes(event.attributes, timestamp_ms)
     evaluations: list[Evaluation] = []
     deliveries: list[dict[str, object]] = []
+    scheduled: list[PendingDelivery] = []
+    cancelled: list[PendingDelivery] = []
+    conversions: list[dict[str, object]] = []
+    if count_event(event, user, catalog):
+        user_changed = True
+    if (user.pending or user.watches) and trigger_key.startswith(CUSTOM_PREFIX):
+        cancelled, conversions, changed = _cancel_and_convert(event, user, catalog, evaluations)
+        user_changed = user_changed or changed
+
     properties = event.properties
     profile = user.attributes
     last_delivered = user.last_delivered
+    pending = user.pending
+    event_times = user.event_times
     user_id = event.user_id
-    formatted: tuple[str, str] | None = None  # (triggered_at, created_at), once per event
+    # Once per event, not per candidate: the zone depends on the event and profile only.
+    local_zone = (
+        user_zone(event.device, profile, policy.default_zone)
+        if catalog.uses_local_time(trigger_key)
+        else None
+    )
+    local_wall_ms = timestamp_ms if local_zone is None else wall_clock_ms(timestamp_ms, local_zone)
+    capped: bool | None = None  # computed once, by the first candidate that needs it
+    won = False
     for engagement in candidates:
         if not engagement.is_active:
             outcome = _INACTIVE
         elif not engagement.where(properties):
             outcome = _FILTER_MISS
-        elif not engagement.window_start_ms <= timestamp_ms < engagement.window_end_ms:
+        elif not engagement.window_start_ms <= timestamp_ms < engagement.window_end_ms or (
+            (clock := engagement.clock) is not None
+            and not clock.holds(local_wall_ms if clock.local_time else timestamp_ms)
+        ):
             outcome = _OUTSIDE_SCHEDULE
-        elif not engagement.audience(profile):
+        elif not engagement.audience(profile) or (
+            engagement.count_filters
+            and not counts_hold(engagement.count_filters, event_times, timestamp_ms)
+        ):
             outcome = _AUDIENCE_MISS
         elif engagement.percent < 100 and not in_percent(
             engagement.percent, AUDIENCE_SEED, engagement.id, user_id
         ):
             outcome = _SAMPLED_OUT
-        elif not _re_eligible(
+        elif (pending and engagement.id in pending) or not _re_eligible(
             last_delivered.get(engagement.id), engagement.reeligible_after_ms, timestamp_ms
         ):
             outcome = _NOT_RE_ELIGIBLE
+        elif not engagement.ignore_frequency_caps and (
+            capped
+            if capped is not None
+            else (capped := user.is_capped(timestamp_ms, policy.frequency_caps))
+        ):
+            outcome = _FREQUENCY_CAPPED
+        elif won:
+            outcome = _LOWER_PRIORITY
         else:
-            outcome = _DELIVERED
-            if formatted is None:
-                formatted = (format_timestamp(timestamp_ms), format_timestamp(now_ms))
-            deliveries.append(delivery_record(engagement, event, *formatted))
-            user.record_delivery(engagement.id, timestamp_ms)
-            user_changed = True
+            won = user_changed = True
+            won_outcome = _win(
+                engagement,
+                event,
+                user,
+                now_ms=now_ms,
+                policy=policy,
+                zone_name=None if local_zone is None else local_zone.key,
+                deliveries=deliveries,
+                scheduled=scheduled,
+            )
+            if won_outcome is None:
+                continue  # delayed: reported by its cancel or release
+            outcome = won_outcome
         evaluations.append(engagement.evaluations[outcome])
-    return MatchResult(evaluations, deliveries, user_changed)
+    return MatchResult(evaluations, deliveries, scheduled, cancelled, conversions, user_changed)
+
+
+def _cancel_and_convert(
+    event: TriggerEvent, user: UserState, catalog: Catalog, evaluations: list[Evaluation]
+) -> tuple[list[PendingDelivery], list[dict[str, object]], bool]:
+    """Apply a custom event to the user's pending deliveries and conversion watches.
+
+    Return the cancelled deliveries, the conversions and whether the user changed.
+    """
+    cancelled = cancel_pending(event, user, catalog)
+    evaluations.extend(_cancelled(pending, catalog) for pending in cancelled)
+    if not user.watches:
+        return cancelled, [], bool(cancelled)
+    conversions, watches_changed = convert_watches(event, user, catalog)
+    return cancelled, conversions, bool(cancelled) or watches_changed
+
+
+def _win(
+    engagement: Engagement,
+    event: TriggerEvent,
+    user: UserState,
+    *,
+    now_ms: int,
+    policy: MatchPolicy,
+    zone_name: str | None,
+    deliveries: list[dict[str, object]],
+    scheduled: list[PendingDelivery],
+) -> Outcome | None:
+    """Act on the priority winner; return its outcome, or None when it is scheduled."""
+    user_id = event.user_id
+    timestamp_ms = event.timestamp_ms
+    variant = assign_variant(engagement.variants, engagement.id, user_id)
+    if engagement.delay_ms:
+        clock = engagement.clock
+        later = PendingDelivery(
+            delivery_id=delivery_id(engagement.id, user_id, event.event_id),
+            engagement_id=engagement.id,
+            engagement_version=engagement.version,
+            user_id=user_id,
+            trigger_event_id=event.event_id,
+            triggered_at_ms=timestamp_ms,
+            due_at_ms=timestamp_ms + engagement.delay_ms,
+            variant=CONTROL if variant is None else variant.id,
+            timezone=zone_name if clock is not None and clock.local_time else None,
+        )
+        user.add_pending(later)
+        scheduled.append(later)
+        return None
+    user.record_delivery(engagement.id, timestamp_ms)
+    if variant is None:
+        if engagement.conversion is not None:
+            expires_ms = timestamp_ms + engagement.conversion.window_ms
+            user.add_watch(ConversionWatch(None, engagement.id, CONTROL, timestamp_ms, expires_ms))
+        return _CONTROL
+    deliveries.append(
+        delivery_record(
+            engagement,
+            variant,
+            delivery_id=delivery_id(engagement.id, user_id, event.event_id),
+            user_id=user_id,
+            trigger_event_id=event.event_id,
+            triggered_at=format_timestamp(timestamp_ms),
+            created_at=format_timestamp(now_ms),
+            created_at_ms=now_ms,
+        )
+    )
+    if not engagement.ignore_frequency_caps:
+        user.count_towards_caps(timestamp_ms, policy.cap_history)
+    return _DELIVERED
 
 
 def _re_eligible(last_triggered_ms: int | None, after_ms: int | None, timestamp_ms: int) -> bool:
     if last_triggered_ms is None:
         return True
     return after_ms is not None and timestamp_ms - last_triggered_ms >= after_ms
+
+
+def _cancelled(pending: PendingDelivery, catalog: Catalog) -> Evaluation:
+    engagement = catalog.get(pending.engagement_id)
+    if engagement is not None and engagement.version == pending.engagement_version:
+        return engagement.evaluations[_CANCELLED]
+    return Evaluation(pending.engagement_id, pending.engagement_version, _CANCELLED)

@@ -1,4 +1,4 @@
-"""Outcomes of evaluating one engagement against one trigger event."""
+"""Outcomes of evaluating one engagement against one trigger event or one pending delivery."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from enum import StrEnum
 
 
 class Outcome(StrEnum):
-    """Why an engagement did or did not deliver, in the order the checks run."""
+    """Why an engagement did or did not deliver, in the order the checks run.
+
+    ``cancelled`` and ``expired`` end a delayed delivery after its trigger: a cancel event
+    or ``release_pending`` reports them (a release may also report ``frequency_capped``,
+    ``control`` or ``delivered``).
+    """
 
     STALE = "stale"
     INACTIVE = "inactive"
@@ -16,7 +21,12 @@ class Outcome(StrEnum):
     AUDIENCE_MISS = "audience_miss"
     SAMPLED_OUT = "sampled_out"
     NOT_RE_ELIGIBLE = "not_re_eligible"
+    FREQUENCY_CAPPED = "frequency_capped"
+    LOWER_PRIORITY = "lower_priority"
+    CONTROL = "control"
     DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)

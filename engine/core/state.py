@@ -1,16 +1,24 @@
-"""Per-user and per-delivery state, with compact JSON forms for the shell's store.
+"""Per-user state, with a compact JSON form for the shell's store.
 
 ``to_json_dict`` output is plain JSON (str keys, int times) and ``from_json_dict`` rebuilds
 an equal object, so a store round trip is exact. Corrupt stored data raises
-``InvalidRecord("invalid_state", ...)``.
+``InvalidRecord("invalid_state", ...)``. ``DeliveryState`` lives in ``delivery_state`` and
+is re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
+from engine.core.caps import FrequencyCap, is_capped, record_delivery_time
+from engine.core.conversions import ConversionWatch, add_watch
+from engine.core.counters import CountSpec, record_occurrence
+from engine.core.delivery_state import DeliveryState
+from engine.core.pending import PendingDelivery
 from engine.errors import InvalidRecord
+
+__all__ = ["DeliveryState", "UserState"]
 
 _MISSING: Final = object()
 
@@ -24,46 +32,87 @@ def _section(data: Mapping[str, object], key: str) -> Mapping[str, object]:
     return value
 
 
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int)
+
+
 def _times(data: Mapping[str, object], key: str) -> dict[str, int]:
     times = dict(_section(data, key))
     for name, value in times.items():
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not _is_int(value):
             raise InvalidRecord("invalid_state", f"{key!r}[{name!r}] must be epoch ms")
     return times  # type: ignore[return-value]  # every value checked above
 
 
-def _stored_text(data: Mapping[str, object], key: str) -> str:
+def _list(data: Mapping[str, object], key: str) -> list[object]:
     value = data.get(key)
-    if not isinstance(value, str):
-        raise InvalidRecord("invalid_state", f"{key!r} must be a string")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRecord("invalid_state", f"{key!r} must be an array")
     return value
 
 
-def _stored_int(data: Mapping[str, object], key: str) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRecord("invalid_state", f"{key!r} must be an integer")
-    return value
+def _sorted_times(values: list[object], where: str) -> list[int]:
+    times: list[int] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRecord("invalid_state", f"{where} must hold epoch ms")
+        times.append(value)
+    return sorted(times)
+
+
+def _event_times(data: Mapping[str, object]) -> dict[str, list[int]]:
+    result: dict[str, list[int]] = {}
+    for name, values in _section(data, "n").items():
+        if not isinstance(values, list) or not values:
+            raise InvalidRecord("invalid_state", f"'n'[{name!r}] must be a non-empty array")
+        result[name] = _sorted_times(values, f"'n'[{name!r}]")
+    return result
 
 
 class UserState:
-    """A user's merged profile (newest timestamp wins per attribute) and delivery history.
+    """A user's merged profile (newest timestamp wins per attribute) and history.
 
     A ``null`` attribute value is kept with its timestamp: it clears the attribute (filters
-    see it as missing) and still outranks older values arriving late.
+    see it as missing) and still outranks older values arriving late. The history holds
+    the last delivery per engagement (re-eligibility), recent delivery times (frequency
+    caps), recent counted events, pending delayed deliveries and conversion watches; each
+    is bounded (see ``caps``, ``counters``, ``pending``, ``conversions``).
     """
 
-    __slots__ = ("_attribute_times", "_attributes", "_last_delivered")
+    __slots__ = (
+        "_attribute_times",
+        "_attributes",
+        "_delivery_times",
+        "_event_times",
+        "_last_delivered",
+        "_pending",
+        "_watches",
+    )
 
     def __init__(
         self,
         attributes: Mapping[str, object] | None = None,
         attribute_times: Mapping[str, int] | None = None,
         last_delivered: Mapping[str, int] | None = None,
+        *,
+        delivery_times: list[int] | None = None,
+        event_times: Mapping[str, list[int]] | None = None,
+        pending: list[PendingDelivery] | None = None,
+        watches: list[ConversionWatch] | None = None,
     ) -> None:
         self._attributes: dict[str, object] = dict(attributes or {})
         self._attribute_times: dict[str, int] = dict(attribute_times or {})
         self._last_delivered: dict[str, int] = dict(last_delivered or {})
+        self._delivery_times: list[int] = sorted(delivery_times or ())
+        self._event_times: dict[str, list[int]] = {
+            name: sorted(times) for name, times in (event_times or {}).items()
+        }
+        self._pending: dict[str, PendingDelivery] = {
+            item.engagement_id: item for item in pending or ()
+        }
+        self._watches: list[ConversionWatch] = list(watches or ())
         if self._attributes.keys() != self._attribute_times.keys():
             raise InvalidRecord("invalid_state", "every attribute needs exactly one timestamp")
 
@@ -79,8 +128,28 @@ class UserState:
 
     @property
     def last_delivered(self) -> Mapping[str, int]:
-        """Return, per engagement id, the trigger time of the user's last delivery."""
+        """Return, per engagement id, the event time of the last delivery or control."""
         return self._last_delivered
+
+    @property
+    def delivery_times(self) -> list[int]:
+        """Return recent capped delivery times, ascending; do not mutate."""
+        return self._delivery_times
+
+    @property
+    def event_times(self) -> Mapping[str, list[int]]:
+        """Return recent timestamps (ascending) per counted event name; do not mutate."""
+        return self._event_times
+
+    @property
+    def pending(self) -> Mapping[str, PendingDelivery]:
+        """Return pending delayed deliveries by engagement id; do not mutate."""
+        return self._pending
+
+    @property
+    def watches(self) -> list[ConversionWatch]:
+        """Return open conversion watches; do not mutate."""
+        return self._watches
 
     def merge_attributes(self, attributes: Mapping[str, object], timestamp_ms: int) -> bool:
         """Merge ``attributes`` set at ``timestamp_ms``; return whether anything changed.
@@ -107,7 +176,7 @@ class UserState:
         return changed
 
     def last_delivered_at(self, engagement_id: str) -> int | None:
-        """Return the trigger time of the last delivery of ``engagement_id``, if any."""
+        """Return the event time of the last delivery of ``engagement_id``, if any."""
         return self._last_delivered.get(engagement_id)
 
     def record_delivery(self, engagement_id: str, triggered_at_ms: int) -> None:
@@ -116,10 +185,49 @@ class UserState:
         if previous is None or triggered_at_ms > previous:
             self._last_delivered[engagement_id] = triggered_at_ms
 
-    def to_json_dict(self) -> dict[str, object]:
-        """Return the compact JSON form: ``a`` attributes, ``t`` their times, ``d`` deliveries.
+    def is_capped(self, timestamp_ms: int, caps: tuple[FrequencyCap, ...]) -> bool:
+        """Return whether a delivery at ``timestamp_ms`` would break one of ``caps``."""
+        return is_capped(self._delivery_times, timestamp_ms, caps)
 
-        Empty sections are left out, so a new user stores as ``{}``.
+    def count_towards_caps(self, timestamp_ms: int, limit: int) -> None:
+        """Remember a capped delivery, keeping the ``limit`` most recent times."""
+        record_delivery_time(self._delivery_times, timestamp_ms, limit)
+
+    def count_event(self, name: str, timestamp_ms: int, specs: Mapping[str, CountSpec]) -> None:
+        """Count custom event ``name``; prune every counted name to what ``specs`` need."""
+        record_occurrence(self._event_times, name, timestamp_ms, specs)
+
+    def add_pending(self, pending: PendingDelivery) -> None:
+        """Store ``pending``, replacing any pending delivery of the same engagement."""
+        self._pending[pending.engagement_id] = pending
+
+    def take_pending(self, engagement_id: str, delivery_id: str) -> PendingDelivery | None:
+        """Remove and return the pending delivery ``delivery_id``, if still stored."""
+        pending = self._pending.get(engagement_id)
+        if pending is None or pending.delivery_id != delivery_id:
+            return None
+        del self._pending[engagement_id]
+        return pending
+
+    def add_watch(self, watch: ConversionWatch) -> None:
+        """Start a conversion watch (expired and excess watches are dropped)."""
+        add_watch(self._watches, watch)
+
+    def take_watches(self, keep: Callable[[ConversionWatch], bool]) -> list[ConversionWatch]:
+        """Remove and return the watches ``keep`` rejects, in order."""
+        kept: list[ConversionWatch] = []
+        taken: list[ConversionWatch] = []
+        for watch in self._watches:
+            (kept if keep(watch) else taken).append(watch)
+        self._watches = kept
+        return taken
+
+    def to_json_dict(self) -> dict[str, object]:
+        """Return the compact JSON form; empty sections are left out (a new user is ``{}``).
+
+        ``a`` attributes, ``t`` their times, ``d`` last delivery per engagement, ``f``
+        capped delivery times, ``n`` counted event times per name, ``p`` pending
+        deliveries, ``w`` conversion watches.
         """
         data: dict[str, object] = {}
         if self._attributes:
@@ -127,6 +235,14 @@ class UserState:
             data["t"] = dict(self._attribute_times)
         if self._last_delivered:
             data["d"] = dict(self._last_delivered)
+        if self._delivery_times:
+            data["f"] = list(self._delivery_times)
+        if self._event_times:
+            data["n"] = {name: list(times) for name, times in self._event_times.items()}
+        if self._pending:
+            data["p"] = [self._pending[key].to_json_dict() for key in sorted(self._pending)]
+        if self._watches:
+            data["w"] = [watch.to_json_dict() for watch in self._watches]
         return data
 
     @classmethod
@@ -134,110 +250,22 @@ class UserState:
         """Rebuild a ``UserState`` from ``to_json_dict`` output."""
         if not isinstance(data, Mapping):
             raise InvalidRecord("invalid_state", "user state must be an object")
-        return cls(_section(data, "a"), _times(data, "t"), _times(data, "d"))
+        return cls(
+            _section(data, "a"),
+            _times(data, "t"),
+            _times(data, "d"),
+            delivery_times=_sorted_times(_list(data, "f"), "'f'"),
+            event_times=_event_times(data),
+            pending=[PendingDelivery.from_json_dict(item) for item in _list(data, "p")],
+            watches=[ConversionWatch.from_json_dict(item) for item in _list(data, "w")],
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, UserState):
-            return NotImplemented
-        return (
-            self._attributes == other._attributes
-            and self._attribute_times == other._attribute_times
-            and self._last_delivered == other._last_delivered
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return (
-            f"UserState(attributes={self._attributes!r}, "
-            f"attribute_times={self._attribute_times!r}, "
-            f"last_delivered={self._last_delivered!r})"
-        )
-
-
-class DeliveryState:
-    """A stored delivery, joined to the interactions that report on it.
-
-    ``first_event_ids`` maps each interaction kind already seen to the event that was
-    counted as its first; it holds at most one entry per kind, so it stays small.
-    """
-
-    __slots__ = (
-        "created_at_ms",
-        "delivery_id",
-        "engagement_id",
-        "engagement_version",
-        "first_event_ids",
-        "user_id",
-        "variant",
-    )
-
-    def __init__(
-        self,
-        *,
-        delivery_id: str,
-        engagement_id: str,
-        engagement_version: int,
-        variant: str,
-        user_id: str,
-        created_at_ms: int,
-        first_event_ids: Mapping[str, str] | None = None,
-    ) -> None:
-        self.delivery_id = delivery_id
-        self.engagement_id = engagement_id
-        self.engagement_version = engagement_version
-        self.variant = variant
-        self.user_id = user_id
-        self.created_at_ms = created_at_ms
-        self.first_event_ids: dict[str, str] = dict(first_event_ids or {})
-
-    @property
-    def kinds_seen(self) -> frozenset[str]:
-        """Return the interaction kinds already recorded for this delivery."""
-        return frozenset(self.first_event_ids)
-
-    @property
-    def counted_event_ids(self) -> frozenset[str]:
-        """Return the interaction event ids that were counted as a first."""
-        return frozenset(self.first_event_ids.values())
-
-    def to_json_dict(self) -> dict[str, object]:
-        """Return the compact JSON form of this delivery."""
-        return {
-            "id": self.delivery_id,
-            "e": self.engagement_id,
-            "v": self.engagement_version,
-            "var": self.variant,
-            "u": self.user_id,
-            "c": self.created_at_ms,
-            "k": dict(self.first_event_ids),
-        }
-
-    @classmethod
-    def from_json_dict(cls, data: object) -> DeliveryState:
-        """Rebuild a ``DeliveryState`` from ``to_json_dict`` output."""
-        if not isinstance(data, Mapping):
-            raise InvalidRecord("invalid_state", "delivery state must be an object")
-        first_event_ids = _section(data, "k")
-        for kind, event_id in first_event_ids.items():
-            if not isinstance(event_id, str):
-                raise InvalidRecord("invalid_state", f"'k'[{kind!r}] must be an event id")
-        return cls(
-            delivery_id=_stored_text(data, "id"),
-            engagement_id=_stored_text(data, "e"),
-            engagement_version=_stored_int(data, "v"),
-            variant=_stored_text(data, "var"),
-            user_id=_stored_text(data, "u"),
-            created_at_ms=_stored_int(data, "c"),
-            first_event_ids=first_event_ids,  # type: ignore[arg-type]  # values checked above
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DeliveryState):
             return NotImplemented
         return self.to_json_dict() == other.to_json_dict()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"DeliveryState({self.to_json_dict()!r})"
+        return f"UserState({self.to_json_dict()!r})"

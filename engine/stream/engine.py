@@ -9,6 +9,7 @@ checkpoint interval, so Kafka costs are paid per batch, not per event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -17,8 +18,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import TopicPartition
 
+from engine.core.caps import FrequencyCap
 from engine.core.catalog import Catalog
-from engine.core.matcher import MatchPolicy
+from engine.core.policy import MatchPolicy
 from engine.metrics import EngineMetrics
 from engine.settings import Settings
 from engine.state.recovery import recover
@@ -54,6 +56,11 @@ class Engine:
         self.policy = MatchPolicy(
             max_age_ms=int(settings.max_event_age_seconds * 1000),
             max_future_ms=int(settings.max_future_seconds * 1000),
+            frequency_caps=tuple(
+                FrequencyCap(max=cap.max, per_seconds=cap.per_seconds)
+                for cap in settings.frequency_caps
+            ),
+            default_timezone=settings.default_timezone,
         )
         self._checkpointers: dict[int, Checkpointer] = {}
         self._lock = asyncio.Lock()
@@ -117,6 +124,9 @@ class Engine:
                             # aiokafka hands out records before the assignment callback has
                             # opened the partition's state: read them again once it has.
                             consumer.seek(tp, records[0].offset)
+                now_ms = int(time.time() * 1000)
+                for checkpointer in self._checkpointers.values():
+                    checkpointer.processor.release_due(now_ms)
                 if time.monotonic() - self._last_checkpoint >= interval:
                     await self._checkpoint_all()
 
@@ -124,11 +134,13 @@ class Engine:
         highwater = consumer.highwater(tp)
         if highwater is not None:
             lag = max(0, highwater - next_offset)
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+            kind = self.topics.inputs[tp.topic].value
+            self.metrics.consumer_lag.labels(kind, str(tp.partition)).set(lag)
 
     async def _checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()
         checkpointers = list(self._checkpointers.values())
+        self.metrics.pending_deliveries.set(sum(len(c.processor.due) for c in checkpointers))
         results = await asyncio.gather(
             *(checkpointer.commit() for checkpointer in checkpointers), return_exceptions=True
         )
@@ -189,6 +201,10 @@ class Engine:
                 checkpointer = self._checkpointers.pop(partition)
                 await checkpointer.producer.stop()
                 checkpointer.processor.store.close()
+                for kind in self.topics.inputs.values():
+                    # The new owner reports this partition's lag from now on.
+                    with contextlib.suppress(KeyError):
+                        self.metrics.consumer_lag.remove(kind.value, str(partition))
             self.metrics.assigned_partitions.set(len(self._checkpointers))
             if partitions:
                 log.info("released partitions %s", sorted(partitions))

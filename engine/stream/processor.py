@@ -17,7 +17,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.core.catalog import Catalog
 from engine.core.deliveries import new_delivery_state
+from engine.core.delivery_state import DeliveryState
 from engine.core.events import (
+    Interaction,
     TriggerEvent,
     custom_event,
     profile_update,
@@ -27,13 +29,18 @@ from engine.core.events import (
     interaction as parse_interaction,
 )
 from engine.core.interactions import join_interaction
-from engine.core.matcher import MatchPolicy, evaluate, is_stale
-from engine.core.state import DeliveryState, UserState
+from engine.core.matcher import evaluate, is_stale
+from engine.core.outcomes import Evaluation
+from engine.core.policy import MatchPolicy
+from engine.core.release import release_pending
+from engine.core.state import UserState
+from engine.core.test_sends import test_delivery
 from engine.core.timestamps import format_timestamp
 from engine.errors import InvalidRecord
 from engine.metrics import BatchTally
 from engine.schemas import RecordValidator, validator
 from engine.state.store import PartitionStore
+from engine.stream.due_index import DueIndex
 from engine.stream.topics import InputKind, TopicNames
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,7 @@ SCHEMA_BY_KIND = {
     InputKind.CUSTOM_EVENTS: "custom-event",
     InputKind.INTERACTIONS: "interaction",
     InputKind.PROFILES: "profile-update",
+    InputKind.TEST_SENDS: "test-send",
 }
 
 
@@ -70,6 +78,7 @@ class Outbox:
     # Offset to rewind to when the checkpoint fails.
     rewind_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     tally: BatchTally = field(default_factory=BatchTally)
+    # When each real delivery became due: its trigger's time, or the end of its delay.
     delivery_times_ms: list[int] = field(default_factory=list)
 
     def is_empty(self) -> bool:
@@ -98,6 +107,7 @@ class PartitionProcessor:
         }
         self._users: dict[str, UserState] = {}
         self._dirty_users: set[str] = set()
+        self.due = DueIndex(store)
         self.outbox = Outbox()
 
     def handle_batch(
@@ -152,7 +162,9 @@ class PartitionProcessor:
             event = session_event(document)
             self._match(kind, event, event.event_name, catalog, now_ms)
         elif kind is InputKind.INTERACTIONS:
-            self._join(parse_interaction(document))
+            self._join(parse_interaction(document), catalog, now_ms)
+        elif kind is InputKind.TEST_SENDS:
+            self._test_send(document, catalog, now_ms)
         else:
             update = profile_update(document)
             user = self._user(update.user_id)
@@ -169,39 +181,97 @@ class PartitionProcessor:
             tally.stale_events[kind.value] += 1
         user = self._user(event.user_id)
         result = evaluate(event, user, catalog, now_ms, self._policy)
-        for evaluation in result.evaluations:
-            tally.evaluations[(evaluation.engagement_id, evaluation.outcome.value)] += 1
+        self._count(result.evaluations)
         if result.user_changed:
             self._dirty_users.add(event.user_id)
+        for pending in result.cancelled:
+            self.due.remove(pending)
+        for pending in result.scheduled:
+            self.due.add(pending)
         for delivery in result.deliveries:
-            self._emit_delivery(delivery, event, now_ms)
+            self._emit_delivery(delivery, event.timestamp_ms, now_ms)
+        for conversion in result.conversions:
+            self.outbox.records.append(
+                OutputRecord(
+                    self.topics.conversions, event.user_id.encode(), orjson.dumps(conversion)
+                )
+            )
+            tally.conversions[(str(conversion["engagement_id"]), str(conversion["variant"]))] += 1
 
-    def _emit_delivery(self, delivery: dict[str, Any], event: TriggerEvent, now_ms: int) -> None:
+    def release_due(self, now_ms: int) -> int:
+        """Resolve the delayed deliveries due by now_ms; return how many were resolved."""
+        due = self.due.pop_due(now_ms)
+        catalog = self._catalog()
+        for pending in due:
+            user = self._user(pending.user_id)
+            release = release_pending(pending, user, catalog, now_ms, self._policy)
+            if release.evaluation is None:
+                continue  # cancelled meanwhile
+            self._dirty_users.add(pending.user_id)
+            self._count([release.evaluation])
+            if release.delivery is not None:
+                self._emit_delivery(release.delivery, pending.due_at_ms, now_ms)
+        return len(due)
+
+    def _count(self, evaluations: Iterable[Evaluation]) -> None:
+        tally = self.outbox.tally.evaluations
+        for evaluation in evaluations:
+            tally[(evaluation.engagement_id, evaluation.outcome.value)] += 1
+
+    def _emit_delivery(self, delivery: dict[str, Any], due_ms: int, now_ms: int) -> None:
         delivery_key = DELIVERY_PREFIX + delivery["delivery_id"].encode()
         if self.store.get(delivery_key) is not None:
             return  # the same trigger event was already delivered: keep the first
         state = new_delivery_state(delivery, now_ms)
         self.store.put(delivery_key, orjson.dumps(state.to_json_dict()))
         self.outbox.records.append(
-            OutputRecord(self.topics.deliveries, event.user_id.encode(), orjson.dumps(delivery))
+            OutputRecord(
+                self.topics.deliveries, delivery["user_id"].encode(), orjson.dumps(delivery)
+            )
         )
-        self.outbox.tally.deliveries[(delivery["engagement_id"], delivery["variant"])] += 1
-        self.outbox.delivery_times_ms.append(event.timestamp_ms)
+        test = delivery["test"]
+        key = (delivery["engagement_id"], delivery["variant"], "true" if test else "false")
+        self.outbox.tally.deliveries[key] += 1
+        if not test:
+            self.outbox.delivery_times_ms.append(due_ms)
 
-    def _join(self, interaction: Any) -> None:
+    def _join(self, interaction: Interaction, catalog: Catalog, now_ms: int) -> None:
         delivery_key = DELIVERY_PREFIX + interaction.delivery_id.encode()
         raw = self.store.get(delivery_key)
         delivery = DeliveryState.from_json_dict(orjson.loads(raw)) if raw is not None else None
-        impression = join_interaction(interaction, delivery)
-        assert delivery is not None  # join_interaction raises on an unknown delivery
-        self.store.put(delivery_key, orjson.dumps(delivery.to_json_dict()))
+        user = self._user(interaction.user_id)
+        result = join_interaction(interaction, delivery, user, catalog, now_ms)
+        if delivery is not None and result.delivery_changed:
+            self.store.put(delivery_key, orjson.dumps(delivery.to_json_dict()))
+        if result.user_changed:
+            self._dirty_users.add(interaction.user_id)
+        impression = result.impression
         self.outbox.records.append(
             OutputRecord(
                 self.topics.impressions, interaction.user_id.encode(), orjson.dumps(impression)
             )
         )
-        key = (str(impression["engagement_id"]), str(impression["variant"]), interaction.kind)
-        self.outbox.tally.impressions[key] += 1
+        engagement_id, variant = str(impression["engagement_id"]), str(impression["variant"])
+        first = "true" if impression["first"] else "false"
+        test = "true" if impression.get("test") else "false"
+        self.outbox.tally.impressions[(engagement_id, variant, interaction.kind, first, test)] += 1
+        if result.element_metric is not None:
+            self.outbox.tally.element_clicks[(engagement_id, variant, result.element_metric)] += 1
+
+    def _test_send(self, request: dict[str, Any], catalog: Catalog, now_ms: int) -> None:
+        engagement = catalog.get(request["engagement_id"])
+        if engagement is None:
+            raise InvalidRecord(
+                "unknown_engagement", f"no engagement {request['engagement_id']!r} to test-send"
+            )
+        delivery = test_delivery(
+            engagement,
+            request["user_id"],
+            now_ms,
+            request_id=request["request_id"],
+            variant=request.get("variant"),
+        )
+        self._emit_delivery(delivery, now_ms, now_ms)
 
     def _user(self, user_id: str) -> UserState:
         user = self._users.get(user_id)
@@ -243,10 +313,11 @@ class PartitionProcessor:
         return outbox
 
     def rollback(self) -> None:
-        """Forget everything not committed: caches, staged state, outbox."""
+        """Forget everything not committed: caches, staged state, due index, outbox."""
         self._users.clear()
         self._dirty_users.clear()
         self.store.discard_staged()
+        self.due.reload()
         self.outbox = Outbox()
 
 

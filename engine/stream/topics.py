@@ -25,6 +25,7 @@ class InputKind(StrEnum):
     CUSTOM_EVENTS = "custom-events"
     INTERACTIONS = "interactions"
     PROFILES = "profiles"
+    TEST_SENDS = "test-sends"
 
 
 INPUT_KINDS = tuple(InputKind)
@@ -32,9 +33,12 @@ ENGAGEMENTS = "engagements"
 DELIVERIES = "deliveries"
 IMPRESSIONS = "impressions"
 DEAD_LETTERS = "dead-letters"
+CONVERSIONS = "conversions"
+ENGAGEMENT_CHANGELOG = "engagement-changelog"
 STATE_CHANGELOG = "state-changelog"
 
 COMPACTED = {"cleanup.policy": "compact"}
+KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 LEADER_WAIT_SECONDS = 10.0
 
 
@@ -46,7 +50,9 @@ class TopicNames:
     engagements: str
     deliveries: str
     impressions: str
+    conversions: str
     dead_letters: str
+    engagement_changelog: str
     state_changelog: str
 
     @classmethod
@@ -57,7 +63,9 @@ class TopicNames:
             engagements=settings.topic(ENGAGEMENTS),
             deliveries=settings.topic(DELIVERIES),
             impressions=settings.topic(IMPRESSIONS),
+            conversions=settings.topic(CONVERSIONS),
             dead_letters=settings.topic(DEAD_LETTERS),
+            engagement_changelog=settings.topic(ENGAGEMENT_CHANGELOG),
             state_changelog=settings.internal_topic(STATE_CHANGELOG),
         )
 
@@ -81,10 +89,13 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     specs += [
         NewTopic(names.deliveries, settings.partitions, replicas),
         NewTopic(names.impressions, settings.partitions, replicas),
+        NewTopic(names.conversions, settings.partitions, replicas),
         NewTopic(names.dead_letters, settings.partitions, replicas),
         NewTopic(names.state_changelog, settings.partitions, replicas, topic_configs=COMPACTED),
         # The catalog is small and read whole by every worker: one partition keeps its order.
         NewTopic(names.engagements, 1, replicas, topic_configs=COMPACTED),
+        # The audit trail of engagement changes: in order, and never deleted.
+        NewTopic(names.engagement_changelog, 1, replicas, topic_configs=KEPT_FOREVER),
     ]
     return specs
 

@@ -7,12 +7,12 @@ missing broker fails the tests; elsewhere they are skipped with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.engagements_admin import apply_engagements, load_and_validate
+from engine.admin.engagements import EngagementRejected, apply_engagements, change_status
 from engine.settings import Settings, load_settings
 from engine.stream.tail import TopicTail
 from engine.stream.topics import ensure_topics, partitions_of
@@ -86,6 +86,7 @@ class Harness:
         self.settings = settings
         self.worker = worker
         self._producer: AIOKafkaProducer | None = None
+        self.applied: set[str] = set()
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -101,7 +102,23 @@ class Harness:
     async def apply(self, *documents: dict[str, Any]) -> None:
         """Publish engagements and wait until the worker runs their new versions."""
         changes = await apply_engagements(self.settings, list(documents), int(time.time() * 1000))
-        expected = {change.engagement_id: change.version for change in changes}
+        self.applied.update(change.engagement_id for change in changes)
+        await self.wait_for_versions({change.engagement_id: change.version for change in changes})
+
+    async def archive_applied(self) -> None:
+        """Archive what this test applied, so it competes with no later test's engagements."""
+        versions = {}
+        for engagement_id in sorted(self.applied):
+            with contextlib.suppress(EngagementRejected):  # already archived or deleted
+                change = await change_status(
+                    self.settings, engagement_id, "archive", int(time.time() * 1000)
+                )
+                versions[engagement_id] = change.version
+        self.applied.clear()
+        await self.wait_for_versions(versions)
+
+    async def wait_for_versions(self, expected: dict[str, int]) -> None:
+        """Wait until the worker runs these engagement versions."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             known = await asyncio.to_thread(self._engagements)
@@ -189,14 +206,7 @@ class Harness:
 @pytest.fixture(scope="session")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """Start one worker for the whole session (a cold start costs seconds)."""
-    examples = Path(__file__).resolve().parents[2] / "deploy" / "examples"
-    documents = load_and_validate(sorted(examples.glob("*.yaml")))
-
-    async def prepare() -> None:
-        await ensure_topics(settings)
-        await apply_engagements(settings, documents, int(time.time() * 1000))
-
-    asyncio.run(prepare())
+    asyncio.run(ensure_topics(settings))
     process = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log")
     process.start()
     try:
@@ -213,4 +223,5 @@ async def harness(settings: Settings, worker: WorkerProcess) -> AsyncIterator[Ha
     try:
         yield driver
     finally:
+        await driver.archive_applied()
         await driver.close()

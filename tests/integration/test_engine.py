@@ -19,12 +19,14 @@ def _id(prefix: str) -> str:
 
 
 def _engagement(engagement_id: str, trigger: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Return an active engagement; frequency caps are off unless a test turns them on."""
     document = {
         "id": engagement_id,
         "name": f"Test {engagement_id}",
         "status": "active",
         "trigger": trigger,
         "message": {"title": f"Hello from {engagement_id}", "body": "..."},
+        "ignore_frequency_caps": True,
     }
     document.update(fields)
     return document

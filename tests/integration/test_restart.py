@@ -47,7 +47,8 @@ async def test_once_per_user_survives_restart(
     event = f"Restart Check {engagement_id}"
     await harness.apply(
         _engagement(engagement_id, {"event": "custom", "name": event}),
-        # Re-eligible every time: its delivery proves the event was processed.
+        # Re-eligible every time: its delivery proves the event was processed. The first
+        # time it loses to the once-per-user engagement on priority (equal: id order).
         _engagement(
             sentinel_id,
             {"event": "custom", "name": event},

@@ -6,6 +6,13 @@ import json
 
 import pytest
 
+from engine.core.catalog import Catalog
+from engine.core.conversions import MAX_WATCHES, ConversionWatch
+from engine.core.counters import CountSpec
+from engine.core.engagements import compile_engagement
+from engine.core.events import custom_event
+from engine.core.matcher import MatchPolicy, evaluate
+from engine.core.pending import PendingDelivery
 from engine.core.state import DeliveryState, UserState
 from engine.errors import InvalidRecord
 
@@ -146,3 +153,124 @@ def test_delivery_state_rejects_corrupt_json(data: object) -> None:
     with pytest.raises(InvalidRecord) as raised:
         DeliveryState.from_json_dict(data)
     assert raised.value.reason == "invalid_state"
+
+
+def _full_user() -> UserState:
+    user = UserState()
+    user.merge_attributes({"country": "FR"}, 1_000)
+    user.record_delivery("spring-sale", 1_234)
+    user.count_towards_caps(1_234, limit=3)
+    user.count_towards_caps(900, limit=3)
+    user.count_event("Viewed", 1_100, {"Viewed": CountSpec(60_000, 3)})
+    user.add_pending(
+        PendingDelivery(
+            delivery_id="d-2",
+            engagement_id="cart",
+            engagement_version=1,
+            user_id="user-42",
+            trigger_event_id="evt-9",
+            triggered_at_ms=1_000,
+            due_at_ms=301_000,
+            variant="control",
+            timezone="Europe/Paris",
+        )
+    )
+    user.add_watch(ConversionWatch("d-1", "spring-sale", "A", 2_000, 3_602_000))
+    user.add_watch(ConversionWatch(None, "trial", "control", 2_500, 3_602_500))
+    return user
+
+
+def test_user_state_json_round_trip_with_history() -> None:
+    user = _full_user()
+    data = user.to_json_dict()
+    assert set(data) == {"a", "t", "d", "f", "n", "p", "w"}
+    assert data["f"] == [900, 1_234]
+    assert data["n"] == {"Viewed": [1_100]}
+    restored = UserState.from_json_dict(json.loads(json.dumps(data, separators=(",", ":"))))
+    assert restored == user
+    assert restored.to_json_dict() == data
+    assert restored.pending["cart"].timezone == "Europe/Paris"
+    assert [watch.variant for watch in restored.watches] == ["A", "control"]
+
+
+def test_take_pending_needs_the_same_delivery() -> None:
+    user = _full_user()
+    assert user.take_pending("cart", "another") is None
+    assert user.take_pending("cart", "d-2") is not None
+    assert user.take_pending("cart", "d-2") is None
+    assert "p" not in user.to_json_dict()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"f": {"x": 1}},
+        {"f": [1, "2"]},
+        {"n": {"Viewed": []}},
+        {"n": {"Viewed": [True]}},
+        {"n": []},
+        {"p": [{"engagement_id": "cart"}]},
+        {"p": {}},
+        {"w": [{"d": None, "e": "x", "v": "A", "s": 1}]},
+    ],
+)
+def test_user_state_rejects_corrupt_history(data: object) -> None:
+    with pytest.raises(InvalidRecord) as raised:
+        UserState.from_json_dict(data)
+    assert raised.value.reason == "invalid_state"
+
+
+def test_delivery_state_test_flag_and_metrics_round_trip() -> None:
+    delivery = _delivery()
+    assert set(delivery.to_json_dict()) == {"id", "e", "v", "var", "u", "c", "k"}  # as before
+    delivery.test = True
+    delivery.metric_event_ids["buy_clicks"] = "int-3"
+    data = json.loads(json.dumps(delivery.to_json_dict()))
+    assert data["t"] is True and data["m"] == {"buy_clicks": "int-3"}
+    assert DeliveryState.from_json_dict(data) == delivery
+    with pytest.raises(InvalidRecord):
+        DeliveryState.from_json_dict(data | {"t": "yes"})
+
+
+def _bounded_catalog() -> Catalog:
+    documents: list[dict[str, object]] = [
+        {
+            "id": "viewer",
+            "status": "active",
+            "priority": 1,
+            "trigger": {"event": "custom", "name": "Viewed"},
+            "audience": {
+                "filters": [{"event": "Viewed", "op": "gte", "count": 5, "within_seconds": 3_600}]
+            },
+            "reeligibility": {"after_seconds": 1},
+            "conversion": {"event": "purchase", "window_seconds": 86_400},
+        },
+        {
+            "id": "held-out",
+            "status": "active",
+            "trigger": {"event": "custom", "name": "Viewed"},
+            "control_percent": 100,
+            "ignore_frequency_caps": True,  # wins whenever viewer is capped
+            "reeligibility": {"after_seconds": 1},
+            "conversion": {"event": "purchase", "window_seconds": 86_400},
+        },
+    ]
+    return Catalog.build(compile_engagement(document, 1) for document in documents)
+
+
+def test_state_stays_bounded_under_many_events() -> None:
+    catalog = _bounded_catalog()
+    user = UserState()
+    start = 1_795_442_400_000
+    for index in range(5_000):
+        timestamp = start + index * 40_000  # 40 s apart: each can pass the 30 s cap
+        event = custom_event(
+            {"event_id": f"evt-{index}", "user_id": "u", "name": "Viewed", "timestamp": timestamp}
+        )
+        evaluate(event, user, catalog, timestamp)
+    data = user.to_json_dict()
+    assert len(user.event_times["Viewed"]) == 6  # largest count 5, plus one
+    assert len(user.delivery_times) == MatchPolicy().cap_history == 3
+    assert len(user.watches) == MAX_WATCHES
+    assert set(user.last_delivered) == {"viewer", "held-out"}
+    assert len(json.dumps(data)) < 5_000

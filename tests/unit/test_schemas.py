@@ -300,9 +300,11 @@ def test_defaults_are_filled_from_the_schema() -> None:
     assert full == document | {
         "description": "",
         "priority": 0,
-        "schedule": {"start": None, "end": None},
+        "schedule": {"start": None, "end": None, "local_time": False},
         "audience": {"filters": [], "percent": 100},
         "reeligibility": {"after_seconds": None},
+        "control_percent": 0,
+        "ignore_frequency_caps": False,
     }
     assert "description" not in document  # the input is untouched
 
@@ -320,7 +322,7 @@ def test_defaults_fill_partial_sections_and_keep_given_values() -> None:
     }
     full = apply_engagement_defaults(document)
     assert full["priority"] == 7
-    assert full["schedule"] == {"start": "2026-01-01T00:00:00Z", "end": None}
+    assert full["schedule"] == {"start": "2026-01-01T00:00:00Z", "end": None, "local_time": False}
     assert full["audience"] == {"percent": 10, "filters": []}
     # `where` has no default: it is forbidden for non-custom triggers.
     assert "where" not in full["trigger"]
@@ -334,9 +336,11 @@ def test_defaults_match_the_contract() -> None:
     properties = load_schema("engagement")["properties"]
     assert properties["description"]["default"] == ""
     assert properties["priority"]["default"] == 0
-    assert properties["schedule"]["default"] == {"start": None, "end": None}
+    assert properties["schedule"]["default"] == {"start": None, "end": None, "local_time": False}
     assert properties["audience"]["default"] == {"filters": [], "percent": 100}
     assert properties["reeligibility"]["default"] == {"after_seconds": None}
+    assert properties["control_percent"]["default"] == 0
+    assert properties["ignore_frequency_caps"]["default"] is False
 
 
 # --- engagement files ------------------------------------------------------------------------

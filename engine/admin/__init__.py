@@ -1,0 +1,1 @@
+"""Operator commands: manage engagements, read their history, send tests."""
