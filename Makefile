@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WITH_BROKER := bash deploy/local/with-broker.sh
 
-.PHONY: all setup demo test lint typecheck unit integration broker-start broker-stop clean
+.PHONY: all setup demo test lint unit integration prometheus-check broker-start broker-stop clean
 
 all: test
 
@@ -35,7 +35,10 @@ unit: setup
 integration: setup
 	$(WITH_BROKER) $(BIN)/pytest tests/integration -q
 
-test: setup lint
+prometheus-check:
+	bash deploy/prometheus/check.sh
+
+test: setup lint prometheus-check
 	$(WITH_BROKER) $(BIN)/pytest tests -q
 
 broker-start: setup

@@ -87,6 +87,13 @@ def load_and_validate(paths: Sequence[Path]) -> list[dict[str, Any]]:
     return documents
 
 
+def _prepared(document: dict[str, Any]) -> dict[str, Any]:
+    errors = validator("engagement").errors(document)
+    if errors:
+        raise EngagementRejected([f"{document.get('id', '?')}: {error}" for error in errors])
+    return apply_engagement_defaults(document)
+
+
 async def read_catalog(settings: Settings) -> dict[str, dict[str, Any]]:
     """Return the engagement records currently on the topic, by id."""
     follower = CatalogFollower(settings)
@@ -121,6 +128,7 @@ async def apply_engagements(
     settings: Settings, documents: Sequence[dict[str, Any]], now_ms: int
 ) -> list[Change]:
     """Publish new or changed engagements with their next version."""
+    documents = [_prepared(document) for document in documents]
     current = await read_catalog(settings)
     _check_unique_names(documents, current)
     changes: list[Change] = []

@@ -81,3 +81,36 @@ async def test_crash_mid_stream_produces_each_delivery_exactly_once(harness: Har
     burst = [r for r in records if r["engagement_id"] == engagement_id]
     assert sorted(r["user_id"] for r in burst) == sorted(users)
     assert len({r["delivery_id"] for r in burst}) == len(burst)
+
+
+async def test_pending_deliveries_survive_sigkill_exactly_once(harness: Harness) -> None:
+    engagement_id = _id("later")
+    event, purchase = f"Later {engagement_id}", f"Bought {engagement_id}"
+    await harness.apply(
+        _engagement(
+            engagement_id,
+            {
+                "event": "custom",
+                "name": event,
+                "delay_seconds": 4,
+                "cancel_on": [{"event": purchase}],
+            },
+        )
+    )
+    waiting = [_id("user") for _ in range(30)]
+    buyers = [_id("user") for _ in range(10)]
+    deliveries = await harness.tail("deliveries")
+    before = harness.counter("declic_events_read", topic="custom-events")
+    await harness.send_many("custom-events", [_custom(user, event) for user in waiting + buyers])
+    await harness.send_many("custom-events", [_custom(user, purchase) for user in buyers])
+    # Crash once the triggers (and cancellations) are committed, before anything is due.
+    await harness.wait_counter(
+        "declic_events_read", before + 50, topic="custom-events", max_seconds=10
+    )
+    await _restart(harness.worker, crash=True)
+
+    records = await deliveries.read(at_least=len(waiting), quiet_seconds=2.0, max_seconds=60)
+    await deliveries.stop()
+    later = [r for r in records if r["engagement_id"] == engagement_id]
+    assert sorted(r["user_id"] for r in later) == sorted(waiting)
+    assert len({r["delivery_id"] for r in later}) == len(later)
