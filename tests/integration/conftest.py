@@ -196,6 +196,12 @@ class Harness:
             await consumer.stop()
         return {tp.partition: offset for tp, offset in ends.items()}
 
+    async def outcome(self, engagement_id: str, outcome: str) -> float:
+        """Wait until an engagement has an evaluation with this outcome; return the count."""
+        return await self.wait_counter(
+            "declic_evaluations", 1, engagement=engagement_id, outcome=outcome
+        )
+
     async def tail(self, topic: str) -> TopicTail:
         """Start reading a topic from its current end."""
         reader = TopicTail(self.settings, self.settings.topic(topic))

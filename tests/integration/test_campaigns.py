@@ -50,9 +50,7 @@ async def test_variants_and_control_group(harness: Harness) -> None:
     records = await _deliveries_for(
         harness, {engagement_id}, [_custom(user, event) for user in users]
     )
-    control = await harness.wait_counter(
-        "declic_evaluations", 1, engagement=engagement_id, outcome="control"
-    )
+    control = await harness.outcome(engagement_id, "control")
     assert len(records) + control == len(users)
     assert {record["variant"] for record in records} == {"A", "B"}
     for record in records:
@@ -68,12 +66,7 @@ async def test_priority_picks_one_engagement_per_event(harness: Harness) -> None
     )
     records = await _deliveries_for(harness, {high, low}, [_custom(_id("user"), event)])
     assert [record["engagement_id"] for record in records] == [high]
-    assert (
-        await harness.wait_counter(
-            "declic_evaluations", 1, engagement=low, outcome="lower_priority"
-        )
-        == 1
-    )
+    assert await harness.outcome(low, "lower_priority") == 1
 
 
 async def test_frequency_cap_stops_a_second_message(harness: Harness) -> None:
@@ -98,12 +91,7 @@ async def test_frequency_cap_stops_a_second_message(harness: Harness) -> None:
     records = await _deliveries_for(harness, {first, second, transactional}, events, at_least=2)
     # Default caps: one message per 30 s; the transactional one ignores caps.
     assert sorted(record["engagement_id"] for record in records) == sorted([first, transactional])
-    assert (
-        await harness.wait_counter(
-            "declic_evaluations", 1, engagement=second, outcome="frequency_capped"
-        )
-        == 1
-    )
+    assert await harness.outcome(second, "frequency_capped") == 1
 
 
 async def test_delay_then_deliver_or_cancel(harness: Harness) -> None:
@@ -138,12 +126,7 @@ async def test_delay_then_deliver_or_cancel(harness: Harness) -> None:
     expires = datetime.fromisoformat(delivery["expires_at"]).timestamp()
     assert expires - created == pytest.approx(600, abs=0.01)
     validator("delivery").check(delivery)
-    assert (
-        await harness.wait_counter(
-            "declic_evaluations", 1, engagement=engagement_id, outcome="cancelled"
-        )
-        == 1
-    )
+    assert await harness.outcome(engagement_id, "cancelled") == 1
 
 
 async def test_local_time_hours_follow_the_users_zone(harness: Harness) -> None:
@@ -174,12 +157,7 @@ async def test_local_time_hours_follow_the_users_zone(harness: Harness) -> None:
         ],
     )
     assert [record["user_id"] for record in records] == [in_tokyo]
-    assert (
-        await harness.wait_counter(
-            "declic_evaluations", 1, engagement=engagement_id, outcome="outside_schedule"
-        )
-        == 1
-    )
+    assert await harness.outcome(engagement_id, "outside_schedule") == 1
 
 
 async def test_event_count_audience_filter(harness: Harness) -> None:

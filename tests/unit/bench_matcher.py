@@ -31,7 +31,7 @@ NOW = 1_795_442_400_000  # 2026-11-23T14:00:00Z
 COUNTRIES = [f"C{index}" for index in range(20)]
 PLANS = ["free", "pro", "team", "trial"]
 USERS = 10_000
-EVENTS = 20_000
+EVENTS = 5_000
 
 
 def _document(index: int, trigger: dict[str, Any]) -> dict[str, Any]:
