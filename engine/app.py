@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from typing import Any
 
 import faust
@@ -139,5 +140,19 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
                     for engagement in engine.catalog.catalog
                 }
             )
+
+    @app.page("/diagnose/{engagement_id}")
+    class DiagnoseView(View):
+        async def get(self, request: Request, engagement_id: str) -> Response:
+            from engine.admin.diagnose import diagnose
+
+            since = request.query.get("since")
+            report = await diagnose(
+                settings,
+                engagement_id,
+                int(time.time() * 1000),
+                int(since) if since and since.isdigit() else None,
+            )
+            return self.json(report.to_json_dict())
 
     return app

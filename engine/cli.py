@@ -60,38 +60,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(overrides)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the parser of every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
-    _add_flags(common, COMMON_FLAGS)
-    worker_common = argparse.ArgumentParser(add_help=False)
-    _add_flags(worker_common, WORKER_FLAGS)
-
-    parser = argparse.ArgumentParser(
-        prog="declic",
-        description="Declic: match events on Kafka against in-app message engagements.",
-        epilog="Every flag can also be set with its DECLIC_* environment variable.",
-    )
-    parser.add_argument("--version", action="version", version=f"declic {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    worker = commands.add_parser(
-        "worker",
-        parents=[common, worker_common],
-        help="run an engine worker",
-        description="Run an engine worker: consume the input topics, produce deliveries and "
-        "impressions, serve /metrics and /health. Stop with SIGTERM or Ctrl-C.",
-    )
-    worker.set_defaults(handler=_cmd_worker)
-
-    topics = commands.add_parser(
-        "topics",
-        parents=[common],
-        help="create the topics the engine uses",
-        description="Create every topic with the configured partition count, if missing.",
-    )
-    topics.set_defaults(handler=_cmd_topics)
-
+def _add_engagement_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     engagements = commands.add_parser(
         "engagements",
         help="manage engagements",
@@ -159,6 +128,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the worker's answer (default 30)",
     )
     test_send.set_defaults(handler=_cmd_test_send)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    _add_flags(common, COMMON_FLAGS)
+    worker_common = argparse.ArgumentParser(add_help=False)
+    _add_flags(worker_common, WORKER_FLAGS)
+
+    parser = argparse.ArgumentParser(
+        prog="declic",
+        description="Declic: match events on Kafka against in-app message engagements.",
+        epilog="Every flag can also be set with its DECLIC_* environment variable.",
+    )
+    parser.add_argument("--version", action="version", version=f"declic {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[common, worker_common],
+        help="run an engine worker",
+        description="Run an engine worker: consume the input topics, produce deliveries and "
+        "impressions, serve /metrics and /health. Stop with SIGTERM or Ctrl-C.",
+    )
+    worker.set_defaults(handler=_cmd_worker)
+
+    topics = commands.add_parser(
+        "topics",
+        parents=[common],
+        help="create the topics the engine uses",
+        description="Create every topic with the configured partition count, if missing.",
+    )
+    topics.set_defaults(handler=_cmd_topics)
+
+    _add_engagement_commands(commands, common)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        parents=[common],
+        help="explain why an engagement gets few impressions",
+        description="Report an engagement's segment size, trigger frequency, funnel by outcome, "
+        "impressions and changes since launch, with verdicts ranked by how many impressions "
+        "they explain. Figures come from what the workers publish (every "
+        "DECLIC_STATS_INTERVAL_SECONDS).",
+    )
+    diagnose.add_argument("engagement_id", metavar="ENGAGEMENT", nargs="?")
+    diagnose.add_argument(
+        "--all", action="store_true", help="rank every active engagement by its shortfall"
+    )
+    diagnose.add_argument(
+        "--since", default=None, help="list changes since: RFC 3339, or a duration like 24h or 7d"
+    )
+    diagnose.add_argument("--json", action="store_true", help="print the report as JSON")
+    diagnose.set_defaults(handler=_cmd_diagnose)
 
     publish = commands.add_parser(
         "publish",
@@ -306,6 +329,45 @@ def _cmd_test_send(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(orjson.dumps(delivery, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from engine.admin.diagnose import diagnose, diagnose_active
+    from engine.diagnose.render import render_ranking, render_text
+
+    if bool(args.all) == bool(args.engagement_id):
+        raise DeclicError("name one ENGAGEMENT, or use --all")
+    settings = _settings(args)
+    now_ms = _now_ms()
+    if args.all:
+        reports = asyncio.run(diagnose_active(settings, now_ms))
+        if args.json:
+            sys.stdout.write(orjson.dumps([r.to_json_dict() for r in reports]).decode() + "\n")
+        else:
+            print(render_ranking(reports))
+        return 0
+    since_ms = _since_ms(args.since, now_ms) if args.since else None
+    report = asyncio.run(diagnose(settings, args.engagement_id, now_ms, since_ms))
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.to_json_dict()).decode() + "\n")
+    else:
+        print(render_text(report))
+    return 0
+
+
+def _since_ms(text: str, now_ms: int) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now_ms - int(text[:-1]) * units[text[-1]] * 1000
+    from engine.core.timestamps import parse_timestamp
+    from engine.errors import InvalidRecord
+
+    try:
+        return parse_timestamp(text)
+    except InvalidRecord:
+        raise DeclicError(
+            f"--since: expected RFC 3339 or a duration like 24h, got {text!r}"
+        ) from None
 
 
 def _now_ms() -> int:

@@ -24,6 +24,8 @@ class BatchTally:
     events_read: Counter[str] = field(default_factory=Counter)
     trigger_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     evaluations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (engagement, epoch hour of the event): trigger events that passed the trigger's filters
+    trigger_hours: Counter[tuple[str, int]] = field(default_factory=Counter)
     # (engagement, variant, test) with test "true" or "false"
     deliveries: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # (engagement, variant, kind, first, test)
@@ -129,6 +131,11 @@ class EngineMetrics:
             "declic_consumer_lag",
             "Records not yet processed, by topic and partition",
             ["topic", "partition"],
+            registry=reg,
+        )
+        self.stats_publication = Histogram(
+            "declic_stats_publication_seconds",
+            "Time to measure and queue this worker's engagement figures",
             registry=reg,
         )
         self.state_recovery_records = PromCounter(

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         "UTC", description="IANA zone for local-time schedules when the user's zone is unknown"
     )
 
+    stats_interval_seconds: float = Field(
+        30.0, ge=1, le=3600, description="How often workers publish engagement figures"
+    )
+    unseen_delivery_seconds: int = Field(
+        3600, ge=60, description="A delivery this old without an impression counts as unseen"
+    )
+
     author: str = Field(default_factory=_default_author, min_length=1, max_length=256)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

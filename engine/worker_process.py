@@ -33,6 +33,8 @@ INHERITED = (
     "frequency_caps",
     "default_timezone",
     "author",
+    "stats_interval_seconds",
+    "unseen_delivery_seconds",
 )
 
 

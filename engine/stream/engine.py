@@ -27,7 +27,7 @@ from engine.state.recovery import recover
 from engine.state.store import PartitionStore
 from engine.stream.catalog_follower import CatalogFollower
 from engine.stream.checkpoint import Checkpointer, CheckpointFailed, start_partition_producer
-from engine.stream.processor import PartitionProcessor
+from engine.stream.processor import Outbox, PartitionProcessor
 from engine.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Engine:
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._last_checkpoint = time.monotonic()
+        self._last_stats = time.monotonic()
         self._failure: Exception | None = None
         self.ready = asyncio.Event()
 
@@ -127,6 +128,8 @@ class Engine:
                 now_ms = int(time.time() * 1000)
                 for checkpointer in self._checkpointers.values():
                     checkpointer.processor.release_due(now_ms)
+                if time.monotonic() - self._last_stats >= self.settings.stats_interval_seconds:
+                    self._publish_stats(now_ms)
                 if time.monotonic() - self._last_checkpoint >= interval:
                     await self._checkpoint_all()
 
@@ -137,6 +140,15 @@ class Engine:
             kind = self.topics.inputs[tp.topic].value
             self.metrics.consumer_lag.labels(kind, str(tp.partition)).set(lag)
 
+    def _publish_stats(self, now_ms: int) -> None:
+        self._last_stats = time.monotonic()
+        unseen_after_ms = self.settings.unseen_delivery_seconds * 1000
+        seconds = sum(
+            checkpointer.processor.publish_stats(now_ms, unseen_after_ms)
+            for checkpointer in self._checkpointers.values()
+        )
+        self.metrics.stats_publication.observe(seconds)
+
     async def _checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()
         checkpointers = list(self._checkpointers.values())
@@ -145,7 +157,9 @@ class Engine:
             *(checkpointer.commit() for checkpointer in checkpointers), return_exceptions=True
         )
         for checkpointer, result in zip(checkpointers, results, strict=True):
-            if isinstance(result, CheckpointFailed):
+            if isinstance(result, Outbox):
+                checkpointer.processor.stats.fold(result.tally, int(time.time() * 1000))
+            elif isinstance(result, CheckpointFailed):
                 log.error(
                     "partition %d: %s; re-reading from last commit",
                     result.partition,

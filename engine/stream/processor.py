@@ -40,11 +40,15 @@ from engine.errors import InvalidRecord
 from engine.metrics import BatchTally
 from engine.schemas import RecordValidator, validator
 from engine.state.store import PartitionStore
+from engine.stats.partition_stats import PartitionStats
 from engine.stream.due_index import DueIndex
 from engine.stream.topics import InputKind, TopicNames
 
 log = logging.getLogger(__name__)
 
+HOUR_MS = 3_600_000
+# Outcomes of events that are not trigger events passing the trigger's filters.
+NOT_A_TRIGGER = frozenset({"filter_miss", "stale", "cancelled", "expired"})
 USER_PREFIX = b"u:"
 DELIVERY_PREFIX = b"d:"
 # Decoded user states kept between checkpoints; past this the cache is dropped whole.
@@ -108,6 +112,7 @@ class PartitionProcessor:
         self._users: dict[str, UserState] = {}
         self._dirty_users: set[str] = set()
         self.due = DueIndex(store)
+        self.stats = PartitionStats(store, partition)
         self.outbox = Outbox()
 
     def handle_batch(
@@ -181,7 +186,7 @@ class PartitionProcessor:
             tally.stale_events[kind.value] += 1
         user = self._user(event.user_id)
         result = evaluate(event, user, catalog, now_ms, self._policy)
-        self._count(result.evaluations)
+        self._count(result.evaluations, event.timestamp_ms // HOUR_MS)
         if result.user_changed:
             self._dirty_users.add(event.user_id)
         for pending in result.cancelled:
@@ -213,10 +218,13 @@ class PartitionProcessor:
                 self._emit_delivery(release.delivery, pending.due_at_ms, now_ms)
         return len(due)
 
-    def _count(self, evaluations: Iterable[Evaluation]) -> None:
-        tally = self.outbox.tally.evaluations
+    def _count(self, evaluations: Iterable[Evaluation], trigger_hour: int | None = None) -> None:
+        tally = self.outbox.tally
         for evaluation in evaluations:
-            tally[(evaluation.engagement_id, evaluation.outcome.value)] += 1
+            outcome = evaluation.outcome.value
+            tally.evaluations[(evaluation.engagement_id, outcome)] += 1
+            if trigger_hour is not None and outcome not in NOT_A_TRIGGER:
+                tally.trigger_hours[(evaluation.engagement_id, trigger_hour)] += 1
 
     def _emit_delivery(self, delivery: dict[str, Any], due_ms: int, now_ms: int) -> None:
         delivery_key = DELIVERY_PREFIX + delivery["delivery_id"].encode()
@@ -311,6 +319,13 @@ class PartitionProcessor:
         if len(self._users) > USER_CACHE_LIMIT:
             self._users.clear()
         return outbox
+
+    def publish_stats(self, now_ms: int, unseen_after_ms: int) -> float:
+        """Queue this partition's engagement figures for the next checkpoint; return seconds."""
+        publication = self.stats.publish(self._catalog(), now_ms, unseen_after_ms)
+        for key, value in publication.records:
+            self.outbox.records.append(OutputRecord(self.topics.engagement_stats, key, value))
+        return publication.seconds
 
     def rollback(self) -> None:
         """Forget everything not committed: caches, staged state, due index, outbox."""

@@ -35,6 +35,7 @@ IMPRESSIONS = "impressions"
 DEAD_LETTERS = "dead-letters"
 CONVERSIONS = "conversions"
 ENGAGEMENT_CHANGELOG = "engagement-changelog"
+ENGAGEMENT_STATS = "engagement-stats"
 STATE_CHANGELOG = "state-changelog"
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -53,6 +54,7 @@ class TopicNames:
     conversions: str
     dead_letters: str
     engagement_changelog: str
+    engagement_stats: str
     state_changelog: str
 
     @classmethod
@@ -66,6 +68,7 @@ class TopicNames:
             conversions=settings.topic(CONVERSIONS),
             dead_letters=settings.topic(DEAD_LETTERS),
             engagement_changelog=settings.topic(ENGAGEMENT_CHANGELOG),
+            engagement_stats=settings.topic(ENGAGEMENT_STATS),
             state_changelog=settings.internal_topic(STATE_CHANGELOG),
         )
 
@@ -96,6 +99,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(names.engagements, 1, replicas, topic_configs=COMPACTED),
         # The audit trail of engagement changes: in order, and never deleted.
         NewTopic(names.engagement_changelog, 1, replicas, topic_configs=KEPT_FOREVER),
+        # Latest figures per (engagement, partition): small, read whole by `declic diagnose`.
+        NewTopic(names.engagement_stats, 1, replicas, topic_configs=COMPACTED),
     ]
     return specs
 

@@ -74,6 +74,7 @@ def settings(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settin
             "web_port": _free_port(),
             "worker_id": f"it-{run}-1",
             "checkpoint_interval_seconds": 0.1,
+            "stats_interval_seconds": 1,
             "author": "integration-tests",
         }
     )

@@ -1,0 +1,1 @@
+"""Per-engagement figures for `declic diagnose`: counted by workers, shared through Kafka."""

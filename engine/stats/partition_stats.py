@@ -1,0 +1,134 @@
+"""One partition's engagement figures: folded from committed tallies, published periodically."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import orjson
+
+from engine.core.bucketing import AUDIENCE_SEED, in_percent
+from engine.core.catalog import Catalog
+from engine.core.delivery_state import DeliveryState
+from engine.core.engagements import Engagement
+from engine.core.state import UserState
+from engine.core.variants import CONTROL
+from engine.metrics import BatchTally
+from engine.state.store import PartitionStore
+from engine.stats.counts import EngagementCounts
+
+STATS_PREFIX = b"s:"
+USER_PREFIX = b"u:"
+DELIVERY_PREFIX = b"d:"
+# Audience checks per publication: past this, the segment is measured on a sample of users.
+SEGMENT_CHECK_BUDGET = 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What one partition publishes: (record key, record value) per engagement."""
+
+    records: list[tuple[bytes, bytes]]
+    seconds: float
+
+
+class PartitionStats:
+    """Figures of every engagement on one partition."""
+
+    def __init__(self, store: PartitionStore, partition: int) -> None:
+        self._store = store
+        self._partition = partition
+        self._counts: dict[str, EngagementCounts] = {}
+        for _, value in store.items(STATS_PREFIX):
+            counts = EngagementCounts.from_json_dict(orjson.loads(value))
+            self._counts[counts.engagement_id] = counts
+
+    def _of(self, engagement_id: str, now_ms: int) -> EngagementCounts:
+        counts = self._counts.get(engagement_id)
+        if counts is None:
+            counts = self._counts[engagement_id] = EngagementCounts(engagement_id, now_ms)
+        return counts
+
+    def fold(self, tally: BatchTally, now_ms: int) -> None:
+        """Add a committed checkpoint's counts."""
+        for (engagement_id, outcome), count in tally.evaluations.items():
+            self._of(engagement_id, now_ms).outcomes[outcome] += count
+        for (engagement_id, hour), count in tally.trigger_hours.items():
+            self._of(engagement_id, now_ms).trigger_hours[hour] += count
+        for (engagement_id, variant, test), count in tally.deliveries.items():
+            if test == "false":
+                self._of(engagement_id, now_ms).variant(variant)["deliveries"] += count
+        for (engagement_id, variant, kind, first, test), count in tally.impressions.items():
+            if first == "true" and test == "false" and kind in ("impression", "click"):
+                field = "impressions" if kind == "impression" else "clicks"
+                self._of(engagement_id, now_ms).variant(variant)[field] += count
+        for (engagement_id, variant), count in tally.conversions.items():
+            counts = self._of(engagement_id, now_ms)
+            if variant == CONTROL:
+                counts.control_conversions += count
+            else:
+                counts.variant(variant)["conversions"] += count
+
+    def publish(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> Publication:
+        """Measure segments and unseen deliveries; stage and return every engagement's figures."""
+        started = time.perf_counter()
+        engagements = [engagement for engagement in catalog if engagement.status != "archived"]
+        for engagement in engagements:
+            self._of(engagement.id, now_ms)
+        segments = self._segments(engagements, now_ms)
+        unseen = self._unseen_deliveries(now_ms - unseen_after_ms)
+        records = []
+        for engagement_id, counts in self._counts.items():
+            counts.prune(now_ms)
+            counts.segment = segments.get(engagement_id)
+            counts.unseen_deliveries = unseen[engagement_id]
+            value = orjson.dumps(counts.to_json_dict())
+            self._store.put(STATS_PREFIX + engagement_id.encode(), value)
+            records.append((f"{engagement_id}:{self._partition}".encode(), value))
+        return Publication(records, time.perf_counter() - started)
+
+    def _segments(self, engagements: list[Engagement], now_ms: int) -> dict[str, dict[str, int]]:
+        known = 0
+        checked = 0
+        audience: Counter[str] = Counter()
+        kept: Counter[str] = Counter()
+        sample_every = max(1, -(-len(engagements) * self._user_count() // SEGMENT_CHECK_BUDGET))
+        for index, (key, value) in enumerate(self._store.items(USER_PREFIX)):
+            known += 1
+            if index % sample_every:
+                continue
+            checked += 1
+            user_id = key[len(USER_PREFIX) :].decode()
+            attributes = UserState.from_json_dict(orjson.loads(value)).attributes
+            for engagement in engagements:
+                if engagement.audience(attributes):
+                    audience[engagement.id] += 1
+                    if in_percent(engagement.percent, AUDIENCE_SEED, engagement.id, user_id):
+                        kept[engagement.id] += 1
+        scale = known / checked if checked else 0.0
+        return {
+            engagement.id: {
+                "known_users": known,
+                "audience_users": round(audience[engagement.id] * scale),
+                "kept_users": round(kept[engagement.id] * scale),
+                "sampled_users": checked,
+                "computed_at_ms": now_ms,
+            }
+            for engagement in engagements
+        }
+
+    def _user_count(self) -> int:
+        return sum(1 for _ in self._store.items(USER_PREFIX))
+
+    def _unseen_deliveries(self, created_before_ms: int) -> Counter[str]:
+        unseen: Counter[str] = Counter()
+        for _, value in self._store.items(DELIVERY_PREFIX):
+            delivery = DeliveryState.from_json_dict(orjson.loads(value))
+            if (
+                not delivery.test
+                and delivery.created_at_ms < created_before_ms
+                and "impression" not in delivery.first_event_ids
+            ):
+                unseen[delivery.engagement_id] += 1
+        return unseen
