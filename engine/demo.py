@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.admin.diagnose import diagnose
 from engine.admin.engagements import apply_engagements, load_and_validate
+from engine.diagnose.render import render_text
 from engine.publish import Line, publish_lines
 from engine.settings import Settings
 from engine.stream.tail import TopicTail
@@ -20,6 +22,9 @@ from engine.stream.topics import ensure_topics
 from engine.worker_process import WorkerProcess
 
 COUNTRIES = ("FR", "BE", "DE", "US")
+DEMO_STATS_SECONDS = 2
+# The example the demo ends by diagnosing: half its audience is sampled out by design.
+DIAGNOSED = "premium-upsell"
 PLANS = ("free", "free", "premium")
 CUSTOM_EVENTS = ("Added to Favorites", "Viewed Pricing", "Searched")
 
@@ -168,16 +173,23 @@ def run_demo(settings: Settings, examples: Path, users: int = 200) -> int:
     print(f"Declic demo on Kafka at {settings.kafka_bootstrap}")
     # Engagements first: a starting worker reads the whole catalog before any event.
     asyncio.run(_apply_examples(settings, load_and_validate(_example_files(examples))))
-    worker = WorkerProcess(settings, settings.data_dir.parent / "demo-worker.log")
+    # Figures published often enough for `declic diagnose` to see the demo's traffic.
+    worker_settings = settings.model_copy(
+        update={"stats_interval_seconds": min(settings.stats_interval_seconds, DEMO_STATS_SECONDS)}
+    )
+    worker = WorkerProcess(worker_settings, settings.data_dir.parent / "demo-worker.log")
     worker.start()
     try:
         print(f"  worker starting (log: {worker.log_path})")
         worker.wait_ready()
         result = asyncio.run(_scenario(settings, users))
         metrics_text = worker.metrics_text()
+        time.sleep(DEMO_STATS_SECONDS + 1)  # one more publication, after the impressions
+        diagnosis = asyncio.run(diagnose(settings, DIAGNOSED, int(time.time() * 1000)))
     finally:
         worker.stop()
     _report(result, metrics_text, f"{worker.base_url}/metrics")
+    print(f"\n$ declic diagnose {DIAGNOSED}\n{render_text(diagnosis)}")
     if not result["deliveries"] or not result["impressions"]:
         print("\nThe demo produced no deliveries or no impressions: see the worker log.")
         return 1

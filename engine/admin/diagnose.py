@@ -25,6 +25,7 @@ async def diagnose(
         history,
         now_ms,
         since_ms,
+        rivals=list(records.values()),
     )
 
 
@@ -45,6 +46,7 @@ async def diagnose_active(settings: Settings, now_ms: int) -> list[Report]:
                 changes,
                 now_ms,
                 None,
+                rivals=list(records.values()),
             )
         )
     return reports

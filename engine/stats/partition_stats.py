@@ -16,7 +16,7 @@ from engine.core.state import UserState
 from engine.core.variants import CONTROL
 from engine.metrics import BatchTally
 from engine.state.store import PartitionStore
-from engine.stats.counts import EngagementCounts
+from engine.stats.counts import HOUR_MS, EngagementCounts
 
 STATS_PREFIX = b"s:"
 USER_PREFIX = b"u:"
@@ -55,7 +55,10 @@ class PartitionStats:
         for (engagement_id, outcome), count in tally.evaluations.items():
             self._of(engagement_id, now_ms).outcomes[outcome] += count
         for (engagement_id, hour), count in tally.trigger_hours.items():
-            self._of(engagement_id, now_ms).trigger_hours[hour] += count
+            counts = self._of(engagement_id, now_ms)
+            counts.trigger_hours[hour] += count
+            # Figures are by event time: they cover from the earliest hour counted.
+            counts.since_ms = min(counts.since_ms, hour * HOUR_MS)
         for (engagement_id, variant, test), count in tally.deliveries.items():
             if test == "false":
                 self._of(engagement_id, now_ms).variant(variant)["deliveries"] += count

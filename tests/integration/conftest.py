@@ -75,6 +75,8 @@ def settings(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settin
             "worker_id": f"it-{run}-1",
             "checkpoint_interval_seconds": 0.1,
             "stats_interval_seconds": 1,
+            # Two days: events a few hours old still count (trigger frequency by hour).
+            "max_event_age_seconds": 2 * 86_400,
             "author": "integration-tests",
         }
     )

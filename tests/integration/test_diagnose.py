@@ -124,7 +124,11 @@ async def test_rare_trigger(harness: Harness) -> None:
     event = f"Rare {engagement_id}"
     document = _engagement(engagement_id, {"event": "custom", "name": event})
     await harness.apply(document)
-    events = [_custom(_id("user"), event) for _ in range(2)]
+    # Twice in the last three hours (by event time).
+    now = int(time.time() * 1000)
+    events = [
+        _custom(_id("user"), event, timestamp=now - hours * 3_600_000) for hours in (3, 2)
+    ]
     assert await _run(harness, document, events) == "rare_trigger"
 
 

@@ -367,9 +367,9 @@ async def _round(
         await harness.send(
             "profiles", {"user_id": user, "timestamp": _now_ms(), "attributes": {"plan": "x"}}
         )
-        # Two hours old: read, counted as stale, triggers nothing.
+        # Three days old (the test worker accepts two): read, counted as stale, triggers nothing.
         await harness.send(
-            "custom-events", _custom(user, shown_event, timestamp=_now_ms() - 7_200_000)
+            "custom-events", _custom(user, shown_event, timestamp=_now_ms() - 3 * 86_400_000)
         )
         await harness.send("custom-events", b"{not json", key=user)
         records = [
