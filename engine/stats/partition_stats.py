@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -40,9 +41,12 @@ class PartitionStats:
         self._store = store
         self._partition = partition
         self._counts: dict[str, EngagementCounts] = {}
+        # What was last published per engagement (segment time left out), to publish changes only.
+        self._published: dict[str, dict[str, Any]] = {}
         for _, value in store.items(STATS_PREFIX):
             counts = EngagementCounts.from_json_dict(orjson.loads(value))
             self._counts[counts.engagement_id] = counts
+            self._published[counts.engagement_id] = _without_time(counts.to_json_dict())
 
     def _of(self, engagement_id: str, now_ms: int) -> EngagementCounts:
         counts = self._counts.get(engagement_id)
@@ -74,7 +78,7 @@ class PartitionStats:
                 counts.variant(variant)["conversions"] += count
 
     def publish(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> Publication:
-        """Measure segments and unseen deliveries; stage and return every engagement's figures."""
+        """Measure segments and unseen deliveries; stage and return the figures that changed."""
         started = time.perf_counter()
         engagements = [engagement for engagement in catalog if engagement.status != "archived"]
         for engagement in engagements:
@@ -86,10 +90,17 @@ class PartitionStats:
             counts.prune(now_ms)
             counts.segment = segments.get(engagement_id)
             counts.unseen_deliveries = unseen[engagement_id]
+            if self._published.get(engagement_id) == _without_time(counts.to_json_dict()):
+                continue  # unchanged: the compacted topic and the store already hold it
+            self._published[engagement_id] = _without_time(counts.to_json_dict())
             value = orjson.dumps(counts.to_json_dict())
             self._store.put(STATS_PREFIX + engagement_id.encode(), value)
             records.append((f"{engagement_id}:{self._partition}".encode(), value))
         return Publication(records, time.perf_counter() - started)
+
+    def forget_published(self) -> None:
+        """Publish every engagement's figures next time (the last publication was aborted)."""
+        self._published.clear()
 
     def _segments(self, engagements: list[Engagement], now_ms: int) -> dict[str, dict[str, int]]:
         known = 0
@@ -135,3 +146,10 @@ class PartitionStats:
             ):
                 unseen[delivery.engagement_id] += 1
         return unseen
+
+
+def _without_time(figures: dict[str, Any]) -> dict[str, Any]:
+    segment = figures.get("segment")
+    if segment is None:
+        return figures
+    return {**figures, "segment": {k: v for k, v in segment.items() if k != "computed_at_ms"}}

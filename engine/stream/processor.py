@@ -333,6 +333,7 @@ class PartitionProcessor:
         self._dirty_users.clear()
         self.store.discard_staged()
         self.due.reload()
+        self.stats.forget_published()
         self.outbox = Outbox()
 
 

@@ -205,6 +205,28 @@ class Harness:
             "declic_evaluations", 1, engagement=engagement_id, outcome=outcome
         )
 
+    async def changelog_keys_since(self, start: dict[int, int]) -> set[bytes]:
+        """Return the keys written to the state changelog since the given end offsets."""
+        topic = self.settings.internal_topic("state-changelog")
+        consumer = AIOKafkaConsumer(
+            **self.settings.kafka_client_options(), isolation_level="read_committed"
+        )
+        await consumer.start()
+        keys: set[bytes] = set()
+        try:
+            partitions = [TopicPartition(topic, partition) for partition in start]
+            consumer.assign(partitions)
+            for tp in partitions:
+                consumer.seek(tp, start[tp.partition])
+            ends = await consumer.end_offsets(partitions)
+            for tp, end in ends.items():
+                while await consumer.position(tp) < end:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    keys.update(record.key for record in batch.get(tp, []))
+        finally:
+            await consumer.stop()
+        return keys
+
     async def tail(self, topic: str) -> TopicTail:
         """Start reading a topic from its current end."""
         reader = TopicTail(self.settings, self.settings.topic(topic))

@@ -126,9 +126,7 @@ async def test_rare_trigger(harness: Harness) -> None:
     await harness.apply(document)
     # Twice in the last three hours (by event time).
     now = int(time.time() * 1000)
-    events = [
-        _custom(_id("user"), event, timestamp=now - hours * 3_600_000) for hours in (3, 2)
-    ]
+    events = [_custom(_id("user"), event, timestamp=now - hours * 3_600_000) for hours in (3, 2)]
     assert await _run(harness, document, events) == "rare_trigger"
 
 
