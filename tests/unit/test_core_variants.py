@@ -162,3 +162,30 @@ def test_variant_messages_are_private_copies() -> None:
     variants = compile_variants([{"id": "A", "weight": 1, "message": message}], 50, {})
     message["nested"]["k"] = 2  # type: ignore[index]
     assert variants.by_id["A"].message == {"title": "A", "nested": {"k": 1}}
+
+
+def test_assignment_is_the_same_in_a_new_process() -> None:
+    """A restarted worker is a new process (new hash seed): users keep their variant."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sample = USERS[:500]
+    script = (
+        "import json, sys\n"
+        "from tests.unit.test_core_variants import _label, _split\n"
+        "engagement = _split(control_percent=10)\n"
+        "print(json.dumps([_label(engagement, user) for user in json.load(sys.stdin)]))\n"
+    )
+    environment = {**os.environ, "PYTHONHASHSEED": "12345"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(sample),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
+    )
+    engagement = _split(control_percent=10)
+    assert json.loads(result.stdout) == [_label(engagement, user) for user in sample]
