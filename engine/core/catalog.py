@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
@@ -13,6 +14,18 @@ from engine.core.events import CUSTOM_PREFIX
 OTHER_EVENT_LABEL: Final = "other"
 
 _NO_CANDIDATES: Final[tuple[Engagement, ...]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPlan:
+    """Everything the matcher needs per trigger key, found with one lookup per event."""
+
+    candidates: tuple[Engagement, ...]
+    count_spec: CountSpec | None  # set when active event-count filters count these events
+    uses_local_time: bool  # some candidate has a local-time schedule
+
+
+_NO_PLAN: Final = TriggerPlan(_NO_CANDIDATES, None, False)
 
 
 def _evaluation_order(engagement: Engagement) -> tuple[int, int, str]:
@@ -35,7 +48,7 @@ class Catalog:
         "_count_specs",
         "_count_specs_by_key",
         "_custom_event_names",
-        "_local_time_keys",
+        "_plans",
     )
 
     def __init__(self, by_id: Mapping[str, Engagement]) -> None:
@@ -51,11 +64,6 @@ class Catalog:
         self._custom_event_names = frozenset(
             key[len(CUSTOM_PREFIX) :] for key in self._by_trigger if key.startswith(CUSTOM_PREFIX)
         )
-        self._local_time_keys = frozenset(
-            key
-            for key, group in self._by_trigger.items()
-            if any(item.clock is not None and item.clock.local_time for item in group)
-        )
         # Only active engagements' filters are counted: nothing else reads the counts.
         self._count_specs: Mapping[str, CountSpec] = MappingProxyType(
             merge_count_specs(
@@ -67,6 +75,17 @@ class Catalog:
         )
         self._count_specs_by_key = {
             CUSTOM_PREFIX + name: spec for name, spec in self._count_specs.items()
+        }
+        self._plans = {
+            key: TriggerPlan(
+                self._by_trigger.get(key, _NO_CANDIDATES),
+                self._count_specs_by_key.get(key),
+                any(
+                    item.clock is not None and item.clock.local_time
+                    for item in self._by_trigger.get(key, _NO_CANDIDATES)
+                ),
+            )
+            for key in self._by_trigger.keys() | self._count_specs_by_key.keys()
         }
 
     @classmethod
@@ -120,7 +139,11 @@ class Catalog:
 
     def uses_local_time(self, trigger_key: str) -> bool:
         """Return whether a candidate of ``trigger_key`` has a local-time schedule."""
-        return trigger_key in self._local_time_keys
+        return self.plan(trigger_key).uses_local_time
+
+    def plan(self, trigger_key: str) -> TriggerPlan:
+        """Return the candidates and per-event work for events with ``trigger_key``."""
+        return self._plans.get(trigger_key, _NO_PLAN)
 
     def label_for_event_name(self, name: str) -> str:
         """Return ``name`` if an engagement listens to it, else "other": bounds metric labels."""

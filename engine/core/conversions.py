@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
 from engine.core.operators import Predicate, compile_filters
@@ -55,8 +55,9 @@ def compile_conversion(spec: object) -> ConversionRule | None:
     return ConversionRule(CUSTOM_PREFIX + name, compile_filters(where, "property"), window * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class ConversionWatch:
+# A NamedTuple, not a frozen dataclass: every user-state load rebuilds up to MAX_WATCHES
+# of them, and a frozen dataclass pays object.__setattr__ per field.
+class ConversionWatch(NamedTuple):
     """A delivery (or control assignment, ``delivery_id`` None) waiting to convert."""
 
     delivery_id: str | None

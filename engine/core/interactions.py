@@ -16,9 +16,13 @@ IMPRESSION = "impression"
 CLICK = "click"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: frozen dataclasses pay object.__setattr__ per field, on a per-event path.
+@dataclass(slots=True)
 class InteractionResult:
-    """The impression record, the element metric a click counts for, and what to store."""
+    """The impression record, the element metric a click counts for, and what to store.
+
+    Treat it as read-only.
+    """
 
     impression: dict[str, object]
     element_metric: str | None = None

@@ -32,6 +32,7 @@ stored on the user, and reports no outcome now (its cancel or release will).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.core.bucketing import AUDIENCE_SEED, in_percent
@@ -47,7 +48,7 @@ from engine.core.pending import PendingDelivery
 from engine.core.policy import DEFAULT_POLICY, MatchPolicy
 from engine.core.state import UserState
 from engine.core.timestamps import format_timestamp
-from engine.core.tracking import cancel_pending, convert_watches, count_event
+from engine.core.tracking import cancel_pending, convert_watches
 from engine.core.variants import CONTROL, assign_variant
 
 __all__ = [
@@ -61,20 +62,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, ~1 µs per event here.
+@dataclass(slots=True)
 class MatchResult:
     """What one event did: outcomes, records to emit, delays, and whether to persist.
 
-    ``evaluations`` lists cancellations first, then candidates in priority order (a
-    delayed winner is absent). ``scheduled`` are new pending deliveries to index by due
-    time; ``cancelled`` are pending deliveries to drop from that index.
+    Treat it as read-only. ``evaluations`` lists cancellations first, then candidates in
+    priority order (a delayed winner is absent). ``scheduled`` are new pending deliveries
+    to index by due time; ``cancelled`` are pending deliveries to drop from that index.
     """
 
     evaluations: list[Evaluation] = field(default_factory=list)
     deliveries: list[dict[str, object]] = field(default_factory=list)
-    scheduled: list[PendingDelivery] = field(default_factory=list)
-    cancelled: list[PendingDelivery] = field(default_factory=list)
-    conversions: list[dict[str, object]] = field(default_factory=list)
+    scheduled: Sequence[PendingDelivery] = ()
+    cancelled: Sequence[PendingDelivery] = ()
+    conversions: Sequence[dict[str, object]] = ()
     user_changed: bool = False
 
 
@@ -107,8 +109,8 @@ def evaluate(
     policy: MatchPolicy = DEFAULT_POLICY,
 ) -> MatchResult:
     """Evaluate ``event`` for ``user``; mutate ``user`` (profile, history) as it goes."""
-    trigger_key = event.trigger_key
-    candidates = catalog.candidates(trigger_key)
+    plan = catalog.plan(event.trigger_key)
+    candidates = plan.candidates
     timestamp_ms = event.timestamp_ms
     if is_stale(event, now_ms, policy):
         return MatchResult([candidate.evaluations[_STALE] for candidate in candidates])
@@ -116,26 +118,24 @@ def evaluate(
     user_changed = user.merge_attributes(event.attributes, timestamp_ms)
     evaluations: list[Evaluation] = []
     deliveries: list[dict[str, object]] = []
-    scheduled: list[PendingDelivery] = []
-    cancelled: list[PendingDelivery] = []
-    conversions: list[dict[str, object]] = []
-    if count_event(event, user, catalog):
+    scheduled: Sequence[PendingDelivery] = ()
+    cancelled: Sequence[PendingDelivery] = ()
+    conversions: Sequence[dict[str, object]] = ()
+    if plan.count_spec is not None:
+        user.count_event(event.event_name, timestamp_ms, catalog.counted_events)
         user_changed = True
-    if (user.pending or user.watches) and trigger_key.startswith(CUSTOM_PREFIX):
+    pending = user.pending
+    if (pending or user.watches) and event.trigger_key.startswith(CUSTOM_PREFIX):
         cancelled, conversions, changed = _cancel_and_convert(event, user, catalog, evaluations)
         user_changed = user_changed or changed
 
     properties = event.properties
     profile = user.attributes
     last_delivered = user.last_delivered
-    pending = user.pending
-    event_times = user.event_times
     user_id = event.user_id
     # Once per event, not per candidate: the zone depends on the event and profile only.
     local_zone = (
-        user_zone(event.device, profile, policy.default_zone)
-        if catalog.uses_local_time(trigger_key)
-        else None
+        user_zone(event.device, profile, policy.default_zone) if plan.uses_local_time else None
     )
     local_wall_ms = timestamp_ms if local_zone is None else wall_clock_ms(timestamp_ms, local_zone)
     capped: bool | None = None  # computed once, by the first candidate that needs it
@@ -152,15 +152,21 @@ def evaluate(
             outcome = _OUTSIDE_SCHEDULE
         elif not engagement.audience(profile) or (
             engagement.count_filters
-            and not counts_hold(engagement.count_filters, event_times, timestamp_ms)
+            and not counts_hold(engagement.count_filters, user.event_times, timestamp_ms)
         ):
             outcome = _AUDIENCE_MISS
         elif engagement.percent < 100 and not in_percent(
             engagement.percent, AUDIENCE_SEED, engagement.id, user_id
         ):
             outcome = _SAMPLED_OUT
-        elif (pending and engagement.id in pending) or not _re_eligible(
-            last_delivered.get(engagement.id), engagement.reeligible_after_ms, timestamp_ms
+        elif (pending and engagement.id in pending) or (
+            # Inlined re-eligibility (a call per candidate costs more than the test): a
+            # previous delivery blocks forever without after_ms, else for after_ms.
+            (last_ms := last_delivered.get(engagement.id)) is not None
+            and (
+                (after_ms := engagement.reeligible_after_ms) is None
+                or timestamp_ms - last_ms < after_ms
+            )
         ):
             outcome = _NOT_RE_ELIGIBLE
         elif not engagement.ignore_frequency_caps and (
@@ -181,9 +187,9 @@ def evaluate(
                 policy=policy,
                 zone_name=None if local_zone is None else local_zone.key,
                 deliveries=deliveries,
-                scheduled=scheduled,
             )
-            if won_outcome is None:
+            if isinstance(won_outcome, PendingDelivery):
+                scheduled = (won_outcome,)
                 continue  # delayed: reported by its cancel or release
             outcome = won_outcome
         evaluations.append(engagement.evaluations[outcome])
@@ -214,9 +220,8 @@ def _win(
     policy: MatchPolicy,
     zone_name: str | None,
     deliveries: list[dict[str, object]],
-    scheduled: list[PendingDelivery],
-) -> Outcome | None:
-    """Act on the priority winner; return its outcome, or None when it is scheduled."""
+) -> Outcome | PendingDelivery:
+    """Act on the priority winner; return its outcome, or its pending delivery if delayed."""
     user_id = event.user_id
     timestamp_ms = event.timestamp_ms
     variant = assign_variant(engagement.variants, engagement.id, user_id)
@@ -234,8 +239,7 @@ def _win(
             timezone=zone_name if clock is not None and clock.local_time else None,
         )
         user.add_pending(later)
-        scheduled.append(later)
-        return None
+        return later
     user.record_delivery(engagement.id, timestamp_ms)
     if variant is None:
         if engagement.conversion is not None:
@@ -257,12 +261,6 @@ def _win(
     if not engagement.ignore_frequency_caps:
         user.count_towards_caps(timestamp_ms, policy.cap_history)
     return _DELIVERED
-
-
-def _re_eligible(last_triggered_ms: int | None, after_ms: int | None, timestamp_ms: int) -> bool:
-    if last_triggered_ms is None:
-        return True
-    return after_ms is not None and timestamp_ms - last_triggered_ms >= after_ms
 
 
 def _cancelled(pending: PendingDelivery, catalog: Catalog) -> Evaluation:

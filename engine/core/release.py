@@ -26,7 +26,7 @@ from engine.core.timestamps import format_timestamp
 from engine.core.variants import CONTROL
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: cheaper to build; treat it as read-only
 class Release:
     """The outcome of releasing a pending delivery, and the delivery to emit if any.
 

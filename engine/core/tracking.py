@@ -1,8 +1,8 @@
-"""What a custom event does besides triggering: count it, cancel delays, convert watches.
+"""What a custom event does besides triggering: cancel delays and convert watches.
 
-Each function mutates ``user`` and reports what happened; the matcher runs them, in this
-order, before evaluating the event's own candidates, so an event never cancels or
-converts what it triggers itself.
+Each function mutates ``user`` and reports what happened; the matcher runs them (after
+counting the event) before evaluating the event's own candidates, so an event never
+cancels or converts what it triggers itself.
 """
 
 from __future__ import annotations
@@ -12,14 +12,6 @@ from engine.core.conversions import ConversionWatch, conversion_record
 from engine.core.events import TriggerEvent
 from engine.core.pending import PendingDelivery, cancels
 from engine.core.state import UserState
-
-
-def count_event(event: TriggerEvent, user: UserState, catalog: Catalog) -> bool:
-    """Record ``event`` if an active event-count filter counts its name; return whether."""
-    if catalog.count_spec(event.trigger_key) is None:
-        return False
-    user.count_event(event.event_name, event.timestamp_ms, catalog.counted_events)
-    return True
 
 
 def cancel_pending(event: TriggerEvent, user: UserState, catalog: Catalog) -> list[PendingDelivery]:
