@@ -48,6 +48,7 @@ class Catalog:
         "_count_specs",
         "_count_specs_by_key",
         "_custom_event_names",
+        "_labelled_names",
         "_plans",
     )
 
@@ -87,6 +88,21 @@ class Catalog:
             )
             for key in self._by_trigger.keys() | self._count_specs_by_key.keys()
         }
+        # Names an engagement uses anywhere (trigger, cancel, conversion, count): metric labels.
+        rule_keys = {
+            rule.trigger_key
+            for engagement in by_id.values()
+            if engagement.status != ARCHIVED
+            for rule in (*engagement.cancel_on, engagement.conversion)
+            if rule is not None
+        }
+        self._labelled_names = (
+            self._custom_event_names
+            | frozenset(self._count_specs)
+            | frozenset(
+                key[len(CUSTOM_PREFIX) :] for key in rule_keys if key.startswith(CUSTOM_PREFIX)
+            )
+        )
 
     @classmethod
     def build(cls, engagements: Iterable[Engagement]) -> Catalog:
@@ -146,8 +162,8 @@ class Catalog:
         return self._plans.get(trigger_key, _NO_PLAN)
 
     def label_for_event_name(self, name: str) -> str:
-        """Return ``name`` if an engagement listens to it, else "other": bounds metric labels."""
-        return name if name in self._custom_event_names else OTHER_EVENT_LABEL
+        """Return ``name`` if an engagement uses it, else "other": bounds metric labels."""
+        return name if name in self._labelled_names else OTHER_EVENT_LABEL
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -155,3 +155,34 @@ def test_document_is_kept() -> None:
     snapshot = copy.deepcopy(document)
     engagement = compile_engagement(document, 1)
     assert engagement.document == snapshot
+
+
+def test_event_names_used_only_by_rules_keep_their_metric_label() -> None:
+    from engine.core.engagements import compile_engagement
+
+    engagement = compile_engagement(
+        {
+            "id": "cart",
+            "name": "Cart",
+            "status": "active",
+            "trigger": {
+                "event": "custom",
+                "name": "Added to Cart",
+                "delay_seconds": 60,
+                "cancel_on": [{"event": "Purchased"}],
+            },
+            "audience": {
+                "filters": [
+                    {"event": "Viewed Item", "op": "gte", "count": 2, "within_seconds": 600}
+                ],
+                "percent": 100,
+            },
+            "conversion": {"event": "Checked Out", "window_seconds": 3600},
+            "message": {},
+        },
+        1,
+    )
+    catalog = Catalog.build([engagement])
+    for name in ("Added to Cart", "Purchased", "Viewed Item", "Checked Out"):
+        assert catalog.label_for_event_name(name) == name
+    assert catalog.label_for_event_name("Something Else") == "other"
