@@ -35,6 +35,12 @@ class EngineService(Service):
         self._task: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
+        settings = self.engine.settings
+        log.info(
+            "declic worker %s starting: %s",
+            settings.worker_id,
+            ", ".join(f"{name}={value}" for name, value in settings.describe().items()),
+        )
         # SIGUSR1 logs every asyncio task's stack: the way to see what a stuck worker awaits.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_task_stacks)
         await ensure_topics(self.engine.settings)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine.errors import DeclicError
-from engine.schemas import SchemaViolation, validator
+from engine.schemas import RecordValidator, SchemaViolation, validator
 from engine.settings import Settings
 
 SCHEMA_BY_TOPIC = {
@@ -52,7 +51,7 @@ def read_ndjson(path: Path, topic: str, validate: bool = True) -> list[Line]:
     return lines
 
 
-def _parse_line(path: Path, number: int, raw: bytes, schema: Any) -> Line:
+def _parse_line(path: Path, number: int, raw: bytes, schema: RecordValidator | None) -> Line:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
@@ -88,14 +87,3 @@ async def publish_lines(settings: Settings, topic: str, lines: Iterable[Line]) -
         return len(futures)
     finally:
         await producer.stop()
-
-
-def iter_records(lines: Iterable[Line]) -> Iterator[dict[str, Any]]:
-    """Yield each line decoded (skipping lines that are not JSON objects)."""
-    for line in lines:
-        try:
-            document = orjson.loads(line.value)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(document, dict):
-            yield document

@@ -8,7 +8,6 @@ so recovery replays only what the local copy lacks.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -92,8 +91,3 @@ class PartitionStore:
         """Close the database; staged writes are dropped."""
         self._staged = {}
         self._db.close()
-
-    @staticmethod
-    def destroy(path: Path) -> None:
-        """Delete a store's files (its changelog must be deleted with it, or kept whole)."""
-        shutil.rmtree(path, ignore_errors=True)

@@ -72,13 +72,6 @@ class TopicNames:
             state_changelog=settings.internal_topic(STATE_CHANGELOG),
         )
 
-    def input_topic(self, kind: InputKind) -> str:
-        """Return the full name of an input topic."""
-        for name, candidate in self.inputs.items():
-            if candidate is kind:
-                return name
-        raise KeyError(kind)
-
     def partitioned(self) -> list[str]:
         """Return every topic that must share the input partition count."""
         return [*self.inputs, self.state_changelog]
