@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,10 @@ from typing import Any
 import orjson
 
 from engine import __version__
+from engine.cli_engagements import add_engagement_commands
+from engine.cli_support import now_ms, settings_from_args
 from engine.errors import DeclicError
-from engine.settings import DEFAULT_BOOTSTRAP, Settings, load_settings
+from engine.settings import DEFAULT_BOOTSTRAP
 
 log = logging.getLogger("declic")
 
@@ -51,85 +52,6 @@ def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type
         parser.add_argument(flag, dest=f"setting_{field}", type=kind, default=None, help=help_text)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name.removeprefix("setting_"): value
-        for name, value in vars(args).items()
-        if name.startswith("setting_")
-    }
-    return load_settings(overrides)
-
-
-def _add_engagement_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    engagements = commands.add_parser(
-        "engagements",
-        help="manage engagements",
-        description="Manage engagements. Every change increments the engagement's version and "
-        "is recorded, with its author, on the engagement-changelog topic.",
-    )
-    actions = engagements.add_subparsers(dest="action", required=True, metavar="ACTION")
-    author = argparse.ArgumentParser(add_help=False)
-    author.add_argument(
-        "--author",
-        dest="setting_author",
-        default=None,
-        help="who makes the change (DECLIC_AUTHOR; default: the OS user)",
-    )
-    apply = actions.add_parser(
-        "apply",
-        parents=[common, author],
-        help="validate and publish engagement files",
-        description="Validate YAML or JSON engagement files and publish the new or changed ones. "
-        "An invalid file is refused with the field and the reason; nothing is published then.",
-    )
-    apply.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    apply.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")
-    apply.set_defaults(handler=_cmd_apply)
-    listing = actions.add_parser("list", parents=[common], help="list the engagements")
-    listing.add_argument("--json", action="store_true", help="print JSON records")
-    listing.set_defaults(handler=_cmd_list)
-    for action, help_text in (
-        ("pause", "stop an active engagement from delivering"),
-        ("resume", "make a paused (or draft) engagement active"),
-        ("archive", "retire an engagement for good (it frees its name)"),
-        ("delete", "remove an engagement from the topic"),
-    ):
-        command = actions.add_parser(
-            action,
-            parents=[common, author],
-            help=help_text,
-            description=help_text[0].upper() + help_text[1:] + ".",
-        )
-        command.add_argument("engagement_id", metavar="ID")
-        command.set_defaults(handler=_cmd_change_status, change=action)
-    history = actions.add_parser(
-        "history", parents=[common], help="show who changed an engagement, when and what"
-    )
-    history.add_argument(
-        "engagement_id", metavar="ID", nargs="?", help="one engagement (default: all)"
-    )
-    history.add_argument("--json", action="store_true", help="print JSON records")
-    history.set_defaults(handler=_cmd_history)
-    test_send = actions.add_parser(
-        "test-send",
-        parents=[common, author],
-        help="send one test delivery of an engagement to a user",
-        description="Produce one delivery marked test: true for a user, whatever the schedule, "
-        "audience, percentage, caps and re-eligibility. A running worker answers; the delivery "
-        "is printed. Test deliveries never count towards re-eligibility, caps or real metrics.",
-    )
-    test_send.add_argument("engagement_id", metavar="ID")
-    test_send.add_argument("--user", required=True, help="the user who receives it")
-    test_send.add_argument("--variant", default=None, help="the variant (default: the user's)")
-    test_send.add_argument(
-        "--wait",
-        type=float,
-        default=30.0,
-        help="seconds to wait for the worker's answer (default 30)",
-    )
-    test_send.set_defaults(handler=_cmd_test_send)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every subcommand."""
     common = argparse.ArgumentParser(add_help=False)
@@ -162,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics.set_defaults(handler=_cmd_topics)
 
-    _add_engagement_commands(commands, common)
+    add_engagement_commands(commands, common)
 
     diagnose = commands.add_parser(
         "diagnose",
@@ -218,7 +140,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of example engagements (default: deploy/examples)",
     )
     demo.set_defaults(handler=_cmd_demo)
+    _add_bench_command(commands, common)
     return parser
+
+
+def _add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="measure throughput, latency and footprint",
+        description="Benchmark one worker on topics of its own "
+        "(<topic prefix>bench-<timestamp>-*): publish a seeded workload of users, "
+        "engagements and events, start a worker, and measure its sustained events/s, peak "
+        "RSS and state size, against a raw aiokafka pass-through (the ceiling) and a plain "
+        "Faust agent (the floor) on the same messages. With --rate, also measure "
+        "event-to-delivery latency at a fixed publishing rate. Prints a table and writes a "
+        "JSON file; deletes its topics at the end.",
+    )
+    bench.add_argument("--users", type=int, default=100_000, help="users (default 100000)")
+    bench.add_argument(
+        "--engagements", type=int, default=1_000, help="active engagements (default 1000)"
+    )
+    bench.add_argument(
+        "--events", type=int, default=200_000, help="events published first (default 200000)"
+    )
+    bench.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    bench.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="then publish this many events/s while the worker runs, to measure latency",
+    )
+    bench.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of --rate publishing (default 30)"
+    )
+    bench.add_argument(
+        "--floor-events",
+        type=int,
+        default=20_000,
+        help="events the Faust floor handles to measure its rate (default 20000)",
+    )
+    bench.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds allowed to each measured step (default 1800)",
+    )
+    bench.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON results file (default bench-results/bench-<timestamp>.json)",
+    )
+    bench.add_argument("--plot", type=Path, default=None, metavar="PNG", help="not implemented yet")
+    bench.add_argument(
+        "--keep-topics", action="store_true", help="do not delete the bench's topics at the end"
+    )
+    bench.set_defaults(handler=_cmd_bench)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -226,7 +204,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from engine.app import build_app
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     app = build_app(settings)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
@@ -236,98 +214,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     from engine.stream.topics import ensure_topics
 
-    created = asyncio.run(ensure_topics(_settings(args)))
+    created = asyncio.run(ensure_topics(settings_from_args(args)))
     print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
-    return 0
-
-
-def _cmd_apply(args: argparse.Namespace) -> int:
-    from engine.admin.engagements import apply_engagements, load_and_validate
-
-    documents = load_and_validate(args.files)
-    if args.dry_run:
-        for document in documents:
-            print(f"{document['id']}: valid")
-        return 0
-    settings = _settings(args)
-    from engine.stream.topics import ensure_topics
-
-    async def run() -> list[Any]:
-        await ensure_topics(settings)
-        return await apply_engagements(settings, documents, _now_ms())
-
-    for change in asyncio.run(run()):
-        print(f"{change.engagement_id}: {change.action} (version {change.version})")
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    from engine.admin.engagements import read_catalog
-
-    records = asyncio.run(read_catalog(_settings(args)))
-    if args.json:
-        for record in records.values():
-            sys.stdout.write(orjson.dumps(record).decode() + "\n")
-        return 0
-    print(f"{'ID':<24} {'STATUS':<9} {'VER':>4} {'TRIGGER':<28} {'UPDATED':<25} NAME")
-    for engagement_id in sorted(records):
-        record = records[engagement_id]
-        engagement = record["engagement"]
-        trigger = engagement["trigger"]
-        trigger_text = trigger.get("name") or trigger["event"]
-        print(
-            f"{engagement_id:<24} {engagement['status']:<9} {record['version']:>4} "
-            f"{trigger_text:<28.28} {record['updated_at']:<25} {engagement['name']}"
-        )
-    return 0
-
-
-def _cmd_change_status(args: argparse.Namespace) -> int:
-    from engine.admin.engagements import change_status, delete_engagement
-
-    settings = _settings(args)
-    if args.change == "delete":
-        change = asyncio.run(delete_engagement(settings, args.engagement_id, _now_ms()))
-    else:
-        change = asyncio.run(change_status(settings, args.engagement_id, args.change, _now_ms()))
-    print(f"{change.engagement_id}: {change.action} (version {change.version})")
-    return 0
-
-
-def _cmd_history(args: argparse.Namespace) -> int:
-    from engine.admin.history import read_history
-
-    changes = asyncio.run(read_history(_settings(args), args.engagement_id))
-    if args.json:
-        for change in changes:
-            sys.stdout.write(orjson.dumps(change).decode() + "\n")
-        return 0
-    if args.engagement_id and not changes:
-        raise DeclicError(f"no history for engagement {args.engagement_id!r}")
-    for change in changes:
-        print(
-            f"{change['at']}  v{change['version']:<3} {change['action']:<8} "
-            f"{change['engagement_id']}  by {change['author']}"
-        )
-        for field in change["changes"]:
-            old = orjson.dumps(field["old"]).decode()
-            new = orjson.dumps(field["new"]).decode()
-            print(f"    {field['field']}: {_shorten(old)} -> {_shorten(new)}")
-    return 0
-
-
-def _shorten(text: str, width: int = 70) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _cmd_test_send(args: argparse.Namespace) -> int:
-    from engine.admin.test_send import request_test_send
-
-    settings = _settings(args)
-    delivery = asyncio.run(
-        request_test_send(settings, args.engagement_id, args.user, args.variant, args.wait)
-    )
-    sys.stdout.write(orjson.dumps(delivery, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 
 
@@ -337,17 +225,17 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 
     if bool(args.all) == bool(args.engagement_id):
         raise DeclicError("name one ENGAGEMENT, or use --all")
-    settings = _settings(args)
-    now_ms = _now_ms()
+    settings = settings_from_args(args)
+    moment = now_ms()
     if args.all:
-        reports = asyncio.run(diagnose_active(settings, now_ms))
+        reports = asyncio.run(diagnose_active(settings, moment))
         if args.json:
             sys.stdout.write(orjson.dumps([r.to_json_dict() for r in reports]).decode() + "\n")
         else:
             print(render_ranking(reports))
         return 0
-    since_ms = _since_ms(args.since, now_ms) if args.since else None
-    report = asyncio.run(diagnose(settings, args.engagement_id, now_ms, since_ms))
+    since_ms = _since_ms(args.since, moment) if args.since else None
+    report = asyncio.run(diagnose(settings, args.engagement_id, moment, since_ms))
     if args.json:
         sys.stdout.write(orjson.dumps(report.to_json_dict()).decode() + "\n")
     else:
@@ -355,10 +243,10 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _since_ms(text: str, now_ms: int) -> int:
+def _since_ms(text: str, moment_ms: int) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[:-1].isdigit() and text[-1:] in units:
-        return now_ms - int(text[:-1]) * units[text[-1]] * 1000
+        return moment_ms - int(text[:-1]) * units[text[-1]] * 1000
     from engine.core.timestamps import parse_timestamp
     from engine.errors import InvalidRecord
 
@@ -370,14 +258,10 @@ def _since_ms(text: str, now_ms: int) -> int:
         ) from None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _cmd_publish(args: argparse.Namespace) -> int:
     from engine.publish import publish_lines, read_ndjson
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     lines = read_ndjson(args.file, args.topic, validate=not args.no_validate)
     sent = asyncio.run(publish_lines(settings, args.topic, lines))
     print(f"published {sent} records to {settings.topic(args.topic)}")
@@ -388,7 +272,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
     examples = args.examples or Path(__file__).resolve().parent.parent / "deploy" / "examples"
-    return run_demo(_settings(args), examples, users=args.users)
+    return run_demo(settings_from_args(args), examples, users=args.users)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench.report import render_table, write_json
+    from engine.bench.runner import BenchOptions, run_bench
+
+    if args.plot is not None:
+        raise DeclicError("--plot: not implemented yet")
+    for name in ("users", "engagements", "events", "floor_events"):
+        if getattr(args, name) < 1:
+            raise DeclicError(f"--{name.replace('_', '-')}: must be at least 1")
+    if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
+        raise DeclicError("--rate and --duration must be positive")
+    settings = settings_from_args(args)
+    options = BenchOptions(
+        users=args.users,
+        engagements=args.engagements,
+        events=args.events,
+        partitions=settings.partitions,
+        seed=args.seed,
+        rate=args.rate,
+        duration=args.duration,
+        floor_events=args.floor_events,
+        timeout=args.timeout,
+        keep_topics=args.keep_topics,
+    )
+    results = run_bench(settings, options)
+    output = args.output or Path("bench-results") / f"bench-{results['started_at']}.json"
+    write_json(results, output)
+    print(render_table(results))
+    print(f"results: {output}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,13 +109,18 @@ class Checkpointer:
                 await producer.send_offsets_to_transaction(outbox.next_offsets, self._group_id)
             await asyncio.gather(*futures, *changelog_futures)
             await producer.commit_transaction()
-        except Exception as error:
+        except BaseException as error:
             try:
                 await producer.abort_transaction()
             except Exception:  # the producer may be fenced or gone: the rewind still happens
                 log.warning("could not abort transaction of partition %d", processor.partition)
             self._metrics.checkpoints.labels("aborted").inc()
-            raise CheckpointFailed(processor.partition, outbox.rewind_offsets) from error
+            if isinstance(error, Exception):
+                raise CheckpointFailed(processor.partition, outbox.rewind_offsets) from error
+            # Cancelled (the worker is stopping): nothing of this window was committed, so
+            # forget it; the next owner reads these records again from the committed offsets.
+            processor.rollback()
+            raise
         last_changelog_offset = (
             max(future.result().offset for future in changelog_futures)
             if changelog_futures

@@ -1,0 +1,159 @@
+"""Raw aiokafka pieces of the benchmark: publishing, the ceiling pass-through, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+from engine.bench.workload import Message
+from engine.core.timestamps import parse_timestamp
+from engine.errors import DeclicError
+from engine.settings import Settings
+from engine.stream.topics import partitions_of
+
+PRODUCER_OPTIONS: dict[str, Any] = {
+    "linger_ms": 20,
+    "max_batch_size": 256 * 1024,
+    "compression_type": None,
+}
+
+
+class BenchError(DeclicError):
+    """Raise when the benchmark cannot run or a measured step does not finish."""
+
+
+def bulk_producer(settings: Settings) -> AIOKafkaProducer:
+    """Return a producer tuned for throughput (linger, big batches)."""
+    return AIOKafkaProducer(**settings.kafka_client_options(), **PRODUCER_OPTIONS)
+
+
+async def send_all(
+    producer: AIOKafkaProducer, settings: Settings, messages: Iterable[Message]
+) -> int:
+    """Send messages without waiting for each acknowledgement; wait for all at the end."""
+    futures = []
+    for message in messages:
+        topic = settings.topic(message.kind)
+        futures.append(await producer.send(topic, message.value, key=message.key))
+    await producer.flush()
+    await asyncio.gather(*futures)
+    return len(futures)
+
+
+async def publish(settings: Settings, messages: Sequence[Message]) -> int:
+    """Publish messages with a throw-away bulk producer."""
+    producer = bulk_producer(settings)
+    await producer.start()
+    try:
+        return await send_all(producer, settings, messages)
+    finally:
+        await producer.stop()
+
+
+async def create_topic(
+    settings: Settings, name: str, partitions: int, configs: dict[str, str] | None = None
+) -> None:
+    """Create one topic (the scratch outputs, or deliveries stamped by the broker)."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        spec = NewTopic(name, partitions, settings.replication_factor, topic_configs=configs or {})
+        await admin.create_topics([spec])
+    finally:
+        await admin.close()
+
+
+async def delete_topics_with_prefix(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix`; return their names."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
+async def _assigned_from_start(settings: Settings, topics: Sequence[str]) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    partitions = [
+        TopicPartition(topic, partition)
+        for topic in topics
+        for partition in await partitions_of(settings, topic)
+    ]
+    await consumer.start()
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+async def ceiling(
+    settings: Settings, topics: Sequence[str], out_topic: str, expected: int, max_seconds: float
+) -> dict[str, Any]:
+    """Consume `expected` records, parse each, produce one output each; return the rate."""
+    consumer = await _assigned_from_start(settings, topics)
+    producer = bulk_producer(settings)
+    await producer.start()
+    count = 0
+    first = 0.0
+    deadline = time.monotonic() + max_seconds
+    try:
+        while count < expected:
+            if time.monotonic() > deadline:
+                raise BenchError(f"ceiling: only {count}/{expected} records in {max_seconds:.0f}s")
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if batches and not first:
+                first = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    output = {"user_id": event["user_id"], "event_id": event["event_id"]}
+                    await producer.send(out_topic, orjson.dumps(output), key=record.key)
+                    count += 1
+        await producer.flush()
+        elapsed = time.monotonic() - first
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {"events": count, "seconds": elapsed, "events_per_second": count / elapsed}
+
+
+async def delivery_latencies(
+    settings: Settings, since_ms: float, max_seconds: float = 60.0
+) -> list[float]:
+    """Return broker timestamp - triggered_at (ms) of each delivery triggered since `since_ms`."""
+    topic = settings.topic("deliveries")
+    consumer = await _assigned_from_start(settings, [topic])
+    latencies: list[float] = []
+    try:
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + max_seconds
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp] and time.monotonic() < deadline:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    delivery = orjson.loads(record.value)
+                    triggered_ms = parse_timestamp(delivery["triggered_at"])
+                    if delivery.get("test") or triggered_ms < since_ms:
+                        continue
+                    latencies.append(float(record.timestamp - triggered_ms))
+    finally:
+        await consumer.stop()
+    return latencies

@@ -1,0 +1,133 @@
+"""Measurements of a running worker: its counters, memory, state size, and the floor child."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.bench.faust_floor import RESULT_MARKER
+from engine.bench.kafka_io import BenchError
+from engine.worker_process import WorkerProcess
+
+POLL_SECONDS = 0.2
+
+
+def events_read(worker: WorkerProcess) -> dict[str, float] | None:
+    """Return the worker's `declic_events_read_total` by input topic; None if it did not answer.
+
+    A worker busy with a large batch may answer late: that sample is skipped, not fatal.
+    """
+    try:
+        with urllib.request.urlopen(f"{worker.base_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return None
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "declic_events_read_total":
+                counts[sample.labels["topic"]] = sample.value
+    return counts
+
+
+def sustained_rate(
+    series: list[tuple[float, dict[str, float]]], topics: Sequence[str], baseline: float = 0.0
+) -> dict[str, float]:
+    """Return records/s between the first and the last commit seen (sum over `topics`)."""
+    totals = [
+        (moment, sum(counts.get(topic, 0.0) for topic in topics)) for moment, counts in series
+    ]
+    moved = [(moment, total) for moment, total in totals if total > baseline]
+    if not moved:
+        return {"records": 0.0, "seconds": 0.0, "records_per_second": 0.0}
+    final = moved[-1][1]
+    last_moment = next(moment for moment, total in moved if total >= final)
+    first_moment, first_total = moved[0]
+    seconds = last_moment - first_moment
+    if seconds <= 0:  # everything committed between two polls: one poll interval at most
+        seconds, first_total = POLL_SECONDS, baseline
+    records = final - first_total
+    return {"records": records, "seconds": seconds, "records_per_second": records / seconds}
+
+
+def alive(pid: int | None) -> bool:
+    """Return whether a child process still runs (neither reaped nor a zombie)."""
+    if pid is None:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Return a process's peak resident set size (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmHWM in /proc/{pid}/status")
+
+
+def directory_bytes(path: Path) -> int:
+    """Return the total size of the files under a directory."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def run_floor(command: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
+    """Run the Faust floor child until it prints its JSON result; stop it; return the result."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log
+        )
+        assert process.stdout is not None
+        try:
+            deadline = time.monotonic() + timeout
+            buffer = b""
+            while (found := _result_line(buffer)) is None:
+                if process.poll() is not None:
+                    raise BenchError(f"the Faust floor exited early; see {log_path}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BenchError(f"the Faust floor gave no result in {timeout:.0f}s")
+                ready, _, _ = select.select([process.stdout], [], [], min(remaining, 1.0))
+                if ready:
+                    buffer += os.read(process.stdout.fileno(), 65536)
+            result: dict[str, Any] = orjson.loads(found)
+            return result
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(30)
+            process.stdout.close()
+
+
+def _result_line(output: bytes) -> bytes | None:
+    # Complete lines only; Faust's spinner may write terminal escapes before the marker.
+    marker = RESULT_MARKER.encode()
+    for line in output.split(b"\n")[:-1]:
+        at = line.find(marker)
+        if at >= 0:
+            return line[at + len(marker) :]
+    return None

@@ -1,0 +1,265 @@
+"""`declic bench`: the engine's throughput, latency and footprint, with two references."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from engine.admin.engagements import apply_engagements
+from engine.app import faust_broker_url
+from engine.bench import kafka_io, measure
+from engine.bench.workload import EventSource, engagements, profiles
+from engine.settings import Settings
+from engine.stream.topics import ensure_topics
+from engine.worker_process import WorkerProcess
+
+EVENT_TOPICS = ("sessions", "custom-events")
+BATCH_SECONDS = 0.01
+BROKER_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What `declic bench` measures."""
+
+    users: int = 100_000
+    engagements: int = 1_000
+    events: int = 200_000
+    partitions: int = 4
+    seed: int = 1
+    rate: float | None = None
+    duration: float = 30.0
+    floor_events: int = 20_000
+    timeout: float = 1800.0
+    keep_topics: bool = False
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def _note(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+async def _prepare(settings: Settings, options: BenchOptions, now_ms: int) -> None:
+    # Deliveries get the broker's append time as timestamp: latency is measured against it.
+    await kafka_io.create_topic(
+        settings, settings.topic("deliveries"), options.partitions, BROKER_TIMESTAMPS
+    )
+    await ensure_topics(settings)
+    await apply_engagements(settings, engagements(options.engagements, options.seed), now_ms)
+    _note(f"applied {options.engagements} engagements")
+    await kafka_io.publish(settings, profiles(options.users, now_ms, options.seed))
+    source = EventSource(options.users, options.seed)
+    producer = kafka_io.bulk_producer(settings)
+    await producer.start()
+    try:
+        for start in range(0, options.events, 50_000):
+            count = min(50_000, options.events - start)
+            await kafka_io.send_all(producer, settings, source.batch(count, now_ms))
+    finally:
+        await producer.stop()
+    _note(f"published {options.users} profiles and {options.events} events")
+
+
+async def _publish_at_rate(settings: Settings, options: BenchOptions) -> tuple[int, float]:
+    """Publish at `rate` events/s in batches every 10 ms for `duration`; return count, start."""
+    assert options.rate is not None
+    source = EventSource(options.users, options.seed + 1)
+    producer = kafka_io.bulk_producer(settings)
+    await producer.start()
+    sent = 0
+    started = time.time()
+    try:
+        begin = time.monotonic()
+        while (elapsed := time.monotonic() - begin) < options.duration:
+            due = int(options.rate * elapsed) - sent
+            if due > 0:
+                messages = source.batch(due, int(time.time() * 1000))
+                for message in messages:
+                    await producer.send(
+                        settings.topic(message.kind), message.value, key=message.key
+                    )
+                sent += due
+            await asyncio.sleep(BATCH_SECONDS)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent, started
+
+
+def _wait_for_events(
+    worker: WorkerProcess, expected: float, profiles_expected: float, timeout: float
+) -> list[tuple[float, dict[str, float]]]:
+    """Poll the worker's counters every 0.2 s until it read the events; return the series."""
+    series: list[tuple[float, dict[str, float]]] = []
+    deadline = time.monotonic() + timeout
+    counts: dict[str, float] | None = None
+    while True:
+        if not measure.alive(worker.pid):
+            raise kafka_io.BenchError(f"the worker exited; see {worker.log_path}")
+        counts = measure.events_read(worker)
+        if counts is not None:
+            series.append((time.monotonic(), counts))
+            read = sum(counts.get(topic, 0.0) for topic in EVENT_TOPICS)
+            if read >= expected and counts.get("profiles", 0.0) >= profiles_expected:
+                return series
+        if time.monotonic() > deadline:
+            raise kafka_io.BenchError(
+                f"the worker read {counts} within {timeout:.0f}s; see {worker.log_path}"
+            )
+        time.sleep(measure.POLL_SECONDS)
+
+
+def _rate_phase(settings: Settings, options: BenchOptions, worker: WorkerProcess) -> dict[str, Any]:
+    """Publish at a fixed rate while the worker runs; return the latency figures."""
+    assert options.rate is not None
+    series = _wait_for_events(worker, 0.0, 0.0, options.timeout)
+    already = sum(series[-1][1].get(topic, 0.0) for topic in EVENT_TOPICS)
+    sent, started = asyncio.run(_publish_at_rate(settings, options))
+    _wait_for_events(worker, already + sent, 0.0, options.timeout)
+    latencies = asyncio.run(kafka_io.delivery_latencies(settings, started * 1000))
+    summary: dict[str, Any] = {
+        "rate": options.rate,
+        "duration": options.duration,
+        "events": sent,
+        "deliveries": len(latencies),
+    }
+    if latencies:
+        summary["latency_ms_p50"] = _percentile(latencies, 0.50)
+        summary["latency_ms_p99"] = _percentile(latencies, 0.99)
+        summary["latency_ms_mean"] = statistics.fmean(latencies)
+    return summary
+
+
+def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
+    """Run the benchmark; return the results (see `render_table`)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    prefix = f"{base.topic_prefix}bench-{stamp}-{int(time.time() * 1000) % 1000:03d}-"
+    work_dir = Path(tempfile.mkdtemp(prefix="declic-bench-"))
+    settings = base.model_copy(
+        update={
+            "topic_prefix": prefix,
+            "partitions": options.partitions,
+            "data_dir": work_dir / "data",
+            "web_port": _free_port(),
+            "worker_id": f"{prefix}worker",
+        }
+    )
+    _note(f"topics {prefix}*, work dir {work_dir}, Kafka at {settings.kafka_bootstrap}")
+    results: dict[str, Any] = {
+        "started_at": stamp,
+        "topic_prefix": prefix,
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "options": asdict(options),
+    }
+    now_ms = int(time.time() * 1000)
+    ok = False
+    try:
+        asyncio.run(_prepare(settings, options, now_ms))
+        results["engine"] = _engine_phase(settings, options, work_dir)
+        results["ceiling"] = _ceiling(settings, options)
+        results["floor"] = _floor(settings, options, work_dir)
+        ok = True
+    finally:
+        if not options.keep_topics:
+            try:
+                deleted = asyncio.run(kafka_io.delete_topics_with_prefix(settings, prefix))
+                _note(f"deleted {len(deleted)} topics")
+            except KafkaError as error:
+                _note(f"could not delete topics {prefix}*: {error}")
+        if ok or not any(work_dir.glob("*.log")):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        else:
+            _note(f"logs kept in {work_dir}")
+    engine_rate = results["engine"]["events_per_second"]
+    results["engine_over_floor"] = engine_rate / results["floor"]["events_per_second"]
+    results["engine_over_ceiling"] = engine_rate / results["ceiling"]["events_per_second"]
+    return results
+
+
+def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> dict[str, Any]:
+    worker = WorkerProcess(settings, work_dir / "worker.log")
+    worker.start()
+    try:
+        worker.wait_ready()
+        _note("worker ready; measuring")
+        series = _wait_for_events(worker, options.events, options.users, options.timeout)
+        events = measure.sustained_rate(series, EVENT_TOPICS)
+        inputs = measure.sustained_rate(series, (*EVENT_TOPICS, "profiles"))
+        engine: dict[str, Any] = {
+            "events": options.events,
+            "seconds": events["seconds"],
+            "events_per_second": events["records_per_second"],
+            "input_records_per_second": inputs["records_per_second"],
+            "series": [
+                {"t": round(moment - series[0][0], 3), **counts} for moment, counts in series
+            ],
+        }
+        if options.rate:
+            _note(f"fixed rate: {options.rate:g} events/s for {options.duration:g}s")
+            engine["fixed_rate"] = _rate_phase(settings, options, worker)
+        assert worker.pid is not None
+        engine["peak_rss_bytes"] = measure.peak_rss_bytes(worker.pid)
+    finally:
+        worker.stop()
+    engine["state_bytes"] = measure.directory_bytes(settings.data_dir)
+    return engine
+
+
+def _ceiling(settings: Settings, options: BenchOptions) -> dict[str, Any]:
+    out_topic = settings.topic("ceiling-out")
+    topics = [settings.topic(topic) for topic in EVENT_TOPICS]
+
+    async def run() -> dict[str, Any]:
+        await kafka_io.create_topic(settings, out_topic, options.partitions)
+        return await kafka_io.ceiling(settings, topics, out_topic, options.events, options.timeout)
+
+    result = asyncio.run(run())
+    _note(f"ceiling: {result['events_per_second']:.0f} events/s")
+    return result
+
+
+def _floor(settings: Settings, options: BenchOptions, work_dir: Path) -> dict[str, Any]:
+    out_topic = settings.topic("floor-out")
+    asyncio.run(kafka_io.create_topic(settings, out_topic, options.partitions))
+    limit = min(options.floor_events, options.events)
+    command = [
+        sys.executable,
+        "-m",
+        "engine.bench.faust_floor",
+        "--bootstrap",
+        faust_broker_url(settings).replace("kafka://", ""),
+        "--app-id",
+        f"{settings.topic_prefix}floor",
+        "--data-dir",
+        str(work_dir / "floor"),
+        "--out-topic",
+        out_topic,
+        "--partitions",
+        str(options.partitions),
+        "--limit",
+        str(limit),
+        *(settings.topic(topic) for topic in EVENT_TOPICS),
+    ]
+    result = measure.run_floor(command, work_dir / "floor.log", options.timeout)
+    _note(f"floor: {result['events_per_second']:.0f} events/s")
+    return result

@@ -1,0 +1,133 @@
+"""The benchmark's workload: users, engagements and events, generated from a seed."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+COUNTRIES = ("FR", "BE", "DE", "US", "ES", "IT", "GB", "JP")
+PLANS = ("free", "free", "free", "plus", "premium")
+EVENT_NAMES = tuple(f"bench_event_{number:02d}" for number in range(50))
+CATEGORIES = ("shoes", "books", "games", "music", "garden")
+SESSION_SHARE_OF_ENGAGEMENTS = 0.10
+CUSTOM_SHARE_OF_EVENTS = 0.70
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Kafka record to publish: topic kind (sessions, custom-events, profiles), key, value."""
+
+    kind: str
+    key: bytes
+    value: bytes
+
+
+def user_id(index: int) -> str:
+    """Return the id of the bench user number `index`."""
+    return f"bench-user-{index}"
+
+
+def profiles(users: int, now_ms: int, seed: int) -> list[Message]:
+    """Return one profile record per user, with country, plan and age."""
+    rng = random.Random(f"{seed}:profiles")
+    records = []
+    for index in range(users):
+        user = user_id(index)
+        record = {
+            "user_id": user,
+            "timestamp": now_ms - 60_000,
+            "attributes": {
+                "country": rng.choice(COUNTRIES),
+                "plan": rng.choice(PLANS),
+                "age": rng.randint(16, 80),
+            },
+        }
+        records.append(Message("profiles", user.encode(), orjson.dumps(record)))
+    return records
+
+
+def engagements(count: int, seed: int) -> list[dict[str, Any]]:
+    """Return `count` active engagements: ~10% on session_start, the rest on custom events."""
+    rng = random.Random(f"{seed}:engagements")
+    documents = []
+    for index in range(count):
+        document: dict[str, Any] = {
+            "id": f"bench-{index:05d}",
+            "name": f"Bench engagement {index}",
+            "status": "active",
+            "priority": rng.randint(0, 100),
+            "message": {"title": f"Bench message {index}", "body": "Hello from the benchmark"},
+        }
+        if rng.random() < SESSION_SHARE_OF_ENGAGEMENTS:
+            document["trigger"] = {"event": "session_start"}
+        else:
+            trigger: dict[str, Any] = {"event": "custom", "name": rng.choice(EVENT_NAMES)}
+            if rng.random() < 0.6:
+                trigger["where"] = [_property_filter(rng)]
+            document["trigger"] = trigger
+        filters = [_attribute_filter(rng) for _ in range(rng.choice((0, 1, 1, 2)))]
+        document["audience"] = {"filters": filters, "percent": rng.choice((100, 100, 50, 20, 5))}
+        if rng.random() < 0.2:
+            document["ignore_frequency_caps"] = True
+        if rng.random() < 0.5:
+            document["reeligibility"] = {"after_seconds": rng.choice((60, 600, 3600))}
+        documents.append(document)
+    return documents
+
+
+def _property_filter(rng: random.Random) -> dict[str, Any]:
+    if rng.random() < 0.5:
+        return {"property": "price", "op": "gte", "value": rng.choice((10, 50, 100, 200))}
+    return {"property": "category", "op": "in", "value": rng.sample(CATEGORIES, 2)}
+
+
+def _attribute_filter(rng: random.Random) -> dict[str, Any]:
+    choice = rng.randrange(3)
+    if choice == 0:
+        return {"attribute": "country", "op": "in", "value": rng.sample(COUNTRIES, 3)}
+    if choice == 1:
+        return {"attribute": "plan", "op": "eq", "value": rng.choice(PLANS)}
+    return {"attribute": "age", "op": "gte", "value": rng.choice((18, 25, 40))}
+
+
+class EventSource:
+    """Events for the bench users: ~70% custom events over 50 names, the rest session_start."""
+
+    def __init__(self, users: int, seed: int) -> None:
+        self._users = users
+        self._rng = random.Random(f"{seed}:events")
+        self._count = 0
+
+    def next(self, now_ms: int) -> Message:
+        """Return the next event, stamped `now_ms`."""
+        rng = self._rng
+        number = self._count
+        self._count += 1
+        user = user_id(rng.randrange(self._users))
+        if rng.random() < CUSTOM_SHARE_OF_EVENTS:
+            record: dict[str, Any] = {
+                "event_id": f"bench-e{number}",
+                "user_id": user,
+                "name": rng.choice(EVENT_NAMES),
+                "timestamp": now_ms,
+                "properties": {
+                    "price": rng.choice((5, 20, 80, 150, 400)),
+                    "category": rng.choice(CATEGORIES),
+                },
+            }
+            return Message("custom-events", user.encode(), orjson.dumps(record))
+        record = {
+            "event_id": f"bench-e{number}",
+            "user_id": user,
+            "type": "session_start",
+            "timestamp": now_ms,
+            "session_id": f"bench-s{number}",
+        }
+        return Message("sessions", user.encode(), orjson.dumps(record))
+
+    def batch(self, count: int, now_ms: int) -> list[Message]:
+        """Return the next `count` events, all stamped `now_ms`."""
+        return [self.next(now_ms) for _ in range(count)]
