@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
 from engine.settings import Settings
-from engine.stream.topics import partitions_of
+from engine.stream.tail import read_to_end
 
 _MISSING = object()
 
@@ -44,25 +42,13 @@ async def read_history(
     settings: Settings, engagement_id: str | None = None
 ) -> list[dict[str, Any]]:
     """Return the changelog records (of one engagement, or all), oldest first."""
-    topic = settings.topic("engagement-changelog")
-    partitions = await partitions_of(settings, topic)
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_client_options(), group_id=None, isolation_level="read_committed"
-    )
-    await consumer.start()
-    records: list[dict[str, Any]] = []
-    try:
-        assigned = [TopicPartition(topic, partition) for partition in partitions]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        for tp, end in ends.items():
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    change = orjson.loads(record.value)
-                    if engagement_id is None or change["engagement_id"] == engagement_id:
-                        records.append(change)
-    finally:
-        await consumer.stop()
-    return records  # one partition: already in the order the changes were made
+    changes = [
+        orjson.loads(record.value)
+        for record in await read_to_end(settings, settings.topic("engagement-changelog"))
+    ]
+    # One partition: already in the order the changes were made.
+    return [
+        change
+        for change in changes
+        if engagement_id is None or change["engagement_id"] == engagement_id
+    ]

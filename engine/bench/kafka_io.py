@@ -16,6 +16,7 @@ from engine.bench.workload import Message
 from engine.core.timestamps import parse_timestamp
 from engine.errors import DeclicError
 from engine.settings import Settings
+from engine.stream.tail import read_to_end
 from engine.stream.topics import partitions_of
 
 PRODUCER_OPTIONS: dict[str, Any] = {
@@ -138,22 +139,12 @@ async def delivery_latencies(
     settings: Settings, since_ms: float, max_seconds: float = 60.0
 ) -> list[float]:
     """Return broker timestamp - triggered_at (ms) of each delivery triggered since `since_ms`."""
-    topic = settings.topic("deliveries")
-    consumer = await _assigned_from_start(settings, [topic])
     latencies: list[float] = []
-    try:
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + max_seconds
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp] and time.monotonic() < deadline:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    delivery = orjson.loads(record.value)
-                    triggered_ms = parse_timestamp(delivery["triggered_at"])
-                    if delivery.get("test") or triggered_ms < since_ms:
-                        continue
-                    latencies.append(float(record.timestamp - triggered_ms))
-    finally:
-        await consumer.stop()
+    records = await read_to_end(settings, settings.topic("deliveries"), max_seconds=max_seconds)
+    for record in records:
+        delivery = orjson.loads(record.value)
+        triggered_ms = parse_timestamp(delivery["triggered_at"])
+        if delivery.get("test") or triggered_ms < since_ms:
+            continue
+        latencies.append(float(record.timestamp - triggered_ms))
     return latencies

@@ -16,12 +16,10 @@ from engine.core.engagements import Engagement
 from engine.core.state import UserState
 from engine.core.variants import CONTROL
 from engine.metrics import BatchTally
+from engine.state.keys import DELIVERY_PREFIX, STATS_PREFIX, USER_PREFIX
 from engine.state.store import PartitionStore
 from engine.stats.counts import HOUR_MS, EngagementCounts
 
-STATS_PREFIX = b"s:"
-USER_PREFIX = b"u:"
-DELIVERY_PREFIX = b"d:"
 # Audience checks per publication: past this, the segment is measured on a sample of users.
 SEGMENT_CHECK_BUDGET = 2_000_000
 

@@ -12,14 +12,13 @@ import heapq
 import orjson
 
 from engine.core.pending import PendingDelivery
+from engine.state.keys import PENDING_PREFIX
 from engine.state.store import PartitionStore
-
-PREFIX = b"p:"
 
 
 def _key(pending: PendingDelivery) -> bytes:
     # Zero-padded due time first: the store iterates keys in due order.
-    return PREFIX + f"{pending.due_at_ms:015d}:{pending.delivery_id}".encode()
+    return PENDING_PREFIX + f"{pending.due_at_ms:015d}:{pending.delivery_id}".encode()
 
 
 class DueIndex:
@@ -35,7 +34,7 @@ class DueIndex:
         """Rebuild the heap from the committed store (at open, and after a rollback)."""
         self._heap = []
         self._live = set()
-        for key, value in self._store.items(PREFIX):
+        for key, value in self._store.items(PENDING_PREFIX):
             pending = PendingDelivery.from_json_dict(orjson.loads(value))
             self._heap.append((pending.due_at_ms, key))
             self._live.add(key)

@@ -39,6 +39,7 @@ from engine.core.timestamps import format_timestamp
 from engine.errors import InvalidRecord
 from engine.metrics import BatchTally
 from engine.schemas import RecordValidator, validator
+from engine.state.keys import DELIVERY_PREFIX, USER_PREFIX
 from engine.state.store import PartitionStore
 from engine.stats.partition_stats import PartitionStats
 from engine.stream.due_index import DueIndex
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 # Outcomes of events that are not trigger events passing the trigger's filters.
 NOT_A_TRIGGER = frozenset({"filter_miss", "stale", "cancelled", "expired"})
-USER_PREFIX = b"u:"
-DELIVERY_PREFIX = b"d:"
 # Decoded user states kept between checkpoints; past this the cache is dropped whole.
 USER_CACHE_LIMIT = 50_000
 

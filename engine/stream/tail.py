@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.settings import Settings
 from engine.stream.topics import partitions_of
@@ -64,3 +64,42 @@ class TopicTail:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+async def read_to_end(
+    settings: Settings,
+    topic: str,
+    start_offsets: dict[int, int] | None = None,
+    max_seconds: float | None = None,
+) -> list[ConsumerRecord]:
+    """Return a topic's committed records, from the beginning (or the given offsets per
+    partition) up to the end it had when called, partition by partition."""
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
+    if start_offsets is not None:
+        partitions = [tp for tp in partitions if tp.partition in start_offsets]
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_options(),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    records: list[ConsumerRecord] = []
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    try:
+        consumer.assign(partitions)
+        if start_offsets is None:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            for tp in partitions:
+                consumer.seek(tp, start_offsets[tp.partition])
+        ends = await consumer.end_offsets(partitions)
+        for tp, end in ends.items():
+            while await consumer.position(tp) < end:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records.extend(batch.get(tp, []))
+    finally:
+        await consumer.stop()
+    return records

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.admin.engagements import EngagementRejected, apply_engagements, change_status
 from engine.settings import Settings, load_settings
-from engine.stream.tail import TopicTail
+from engine.stream.tail import TopicTail, read_to_end
 from engine.stream.topics import ensure_topics, partitions_of
 from engine.worker_process import WorkerProcess
 
@@ -208,24 +208,7 @@ class Harness:
     async def changelog_keys_since(self, start: dict[int, int]) -> set[bytes]:
         """Return the keys written to the state changelog since the given end offsets."""
         topic = self.settings.internal_topic("state-changelog")
-        consumer = AIOKafkaConsumer(
-            **self.settings.kafka_client_options(), isolation_level="read_committed"
-        )
-        await consumer.start()
-        keys: set[bytes] = set()
-        try:
-            partitions = [TopicPartition(topic, partition) for partition in start]
-            consumer.assign(partitions)
-            for tp in partitions:
-                consumer.seek(tp, start[tp.partition])
-            ends = await consumer.end_offsets(partitions)
-            for tp, end in ends.items():
-                while await consumer.position(tp) < end:
-                    batch = await consumer.getmany(tp, timeout_ms=1000)
-                    keys.update(record.key for record in batch.get(tp, []))
-        finally:
-            await consumer.stop()
-        return keys
+        return {record.key for record in await read_to_end(self.settings, topic, start)}
 
     async def tail(self, topic: str) -> TopicTail:
         """Start reading a topic from its current end."""
