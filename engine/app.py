@@ -133,6 +133,7 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
                 "engagements": len(engine.catalog.catalog),
                 "partitions": engine.partitions,
                 "worker_id": settings.worker_id,
+                "records_committed": dict(engine.records_committed),
             }
             status = 200 if engine.catalog.ready.is_set() else 503
             return self.json(body, status=status)

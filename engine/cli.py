@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -192,7 +194,22 @@ def _add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON results file (default bench-results/bench-<timestamp>.json)",
     )
-    bench.add_argument("--plot", type=Path, default=None, metavar="PNG", help="not implemented yet")
+    bench.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the partitions (default 1)"
+    )
+    bench.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the whole measure, on fresh topics, and report medians (default 1)",
+    )
+    bench.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw throughput (and latency, with --rate) over time (needs matplotlib)",
+    )
     bench.add_argument(
         "--keep-topics", action="store_true", help="do not delete the bench's topics at the end"
     )
@@ -276,17 +293,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench.report import render_table, write_json
+    from engine.bench.report import combine_runs, render_table, write_json
     from engine.bench.runner import BenchOptions, run_bench
 
-    if args.plot is not None:
-        raise DeclicError("--plot: not implemented yet")
-    for name in ("users", "engagements", "events", "floor_events"):
+    for name in ("users", "engagements", "events", "floor_events", "workers", "runs"):
         if getattr(args, name) < 1:
             raise DeclicError(f"--{name.replace('_', '-')}: must be at least 1")
     if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
         raise DeclicError("--rate and --duration must be positive")
+    if args.plot is not None:
+        from engine.bench.plot import write_plot  # fail now, not after the run, without it
     settings = settings_from_args(args)
+    if args.workers > settings.partitions:
+        raise DeclicError(
+            f"--workers {args.workers}: more workers than partitions ({settings.partitions}) "
+            "would leave some idle"
+        )
     options = BenchOptions(
         users=args.users,
         engagements=args.engagements,
@@ -298,12 +320,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         floor_events=args.floor_events,
         timeout=args.timeout,
         keep_topics=args.keep_topics,
+        workers=args.workers,
     )
-    results = run_bench(settings, options)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C: the workers and the floor stop, the topics are deleted.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    runs = []
+    for number in range(args.runs):
+        if args.runs > 1:
+            print(f"  run {number + 1} of {args.runs}", file=sys.stderr, flush=True)
+        runs.append(run_bench(settings, options))
+    results = runs[0] if len(runs) == 1 else combine_runs(runs)
     output = args.output or Path("bench-results") / f"bench-{results['started_at']}.json"
     write_json(results, output)
     print(render_table(results))
     print(f"results: {output}")
+    if args.plot is not None:
+        write_plot(results, args.plot)
+        print(f"plot: {args.plot}")
     return 0
 
 

@@ -13,16 +13,26 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
+from engine.core.outcomes import Evaluation, Outcome
+
 # Event-to-delivery latency buckets, in seconds: from 5 ms to 10 minutes (delayed messages).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+# Outcomes of events that are not trigger events passing the trigger's filters.
+NOT_A_TRIGGER = frozenset({Outcome.FILTER_MISS, Outcome.STALE, Outcome.CANCELLED, Outcome.EXPIRED})
 
 
 @dataclass(slots=True)
 class BatchTally:
-    """Counts gathered while processing records, folded into metrics at checkpoint."""
+    """Counts gathered while processing records, folded into metrics at checkpoint.
+
+    Evaluations are counted raw per event (``count_evaluations``, one C-level update) and
+    turned into ``evaluations`` and ``trigger_hours`` by ``settle``, once per checkpoint.
+    """
 
     events_read: Counter[str] = field(default_factory=Counter)
     trigger_events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Epoch hour of the trigger event (None for releases of delayed deliveries) -> counts.
+    raw_evaluations: dict[int | None, Counter[Evaluation]] = field(default_factory=dict)
     evaluations: Counter[tuple[str, str]] = field(default_factory=Counter)
     # (engagement, epoch hour of the event): trigger events that passed the trigger's filters
     trigger_hours: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -36,6 +46,22 @@ class BatchTally:
     stale_events: Counter[str] = field(default_factory=Counter)
     profile_updates: int = 0
     delivery_latencies: list[float] = field(default_factory=list)
+
+    def count_evaluations(self, evaluations: list[Evaluation], trigger_hour: int | None) -> None:
+        """Count one event's (or release's) evaluations."""
+        counts = self.raw_evaluations.get(trigger_hour)
+        if counts is None:
+            counts = self.raw_evaluations[trigger_hour] = Counter()
+        counts.update(evaluations)
+
+    def settle(self) -> None:
+        """Fold the raw evaluation counts into ``evaluations`` and ``trigger_hours``."""
+        for hour, counts in self.raw_evaluations.items():
+            for (engagement_id, _, outcome), count in counts.items():
+                self.evaluations[(engagement_id, outcome.value)] += count
+                if hour is not None and outcome not in NOT_A_TRIGGER:
+                    self.trigger_hours[(engagement_id, hour)] += count
+        self.raw_evaluations.clear()
 
 
 class EngineMetrics:

@@ -137,14 +137,15 @@ async def ceiling(
 
 async def delivery_latencies(
     settings: Settings, since_ms: float, max_seconds: float = 60.0
-) -> list[float]:
-    """Return broker timestamp - triggered_at (ms) of each delivery triggered since `since_ms`."""
-    latencies: list[float] = []
+) -> list[tuple[int, float]]:
+    """Return (broker timestamp, broker timestamp - triggered_at), in ms, of each delivery
+    triggered since `since_ms`."""
+    latencies: list[tuple[int, float]] = []
     records = await read_to_end(settings, settings.topic("deliveries"), max_seconds=max_seconds)
     for record in records:
         delivery = orjson.loads(record.value)
         triggered_ms = parse_timestamp(delivery["triggered_at"])
         if delivery.get("test") or triggered_ms < since_ms:
             continue
-        latencies.append(float(record.timestamp - triggered_ms))
+        latencies.append((record.timestamp, float(record.timestamp - triggered_ms)))
     return latencies

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from engine.bench.faust_floor import RESULT_MARKER
 from engine.bench.kafka_io import BenchError
@@ -23,27 +22,42 @@ POLL_SECONDS = 0.2
 
 
 def events_read(worker: WorkerProcess) -> dict[str, float] | None:
-    """Return the worker's `declic_events_read_total` by input topic; None if it did not answer.
+    """Return the input records the worker committed, by input topic; None if it did not answer.
 
-    A worker busy with a large batch may answer late: that sample is skipped, not fatal.
+    Read from /health, which is cheap: rendering /metrics, with its series per engagement,
+    would cost the worker tens of milliseconds per poll. A worker busy with a large batch
+    may answer late: that sample is skipped, not fatal.
     """
     try:
-        with urllib.request.urlopen(f"{worker.base_url}/metrics", timeout=10) as response:
-            text = response.read().decode()
+        with urllib.request.urlopen(f"{worker.base_url}/health", timeout=10) as response:
+            body = orjson.loads(response.read())
     except (OSError, ValueError):
         return None
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "declic_events_read_total":
-                counts[sample.labels["topic"]] = sample.value
-    return counts
+    committed = body.get("records_committed") if isinstance(body, dict) else None
+    if not isinstance(committed, dict):
+        return None
+    return {str(topic): float(count) for topic, count in committed.items()}
+
+
+def events_read_by(workers: Sequence[WorkerProcess]) -> dict[str, float] | None:
+    """Return the sum of `events_read` over workers; None if one of them did not answer."""
+    total: dict[str, float] = {}
+    for worker in workers:
+        counts = events_read(worker)
+        if counts is None:
+            return None
+        for topic, count in counts.items():
+            total[topic] = total.get(topic, 0.0) + count
+    return total
 
 
 def sustained_rate(
     series: list[tuple[float, dict[str, float]]], topics: Sequence[str], baseline: float = 0.0
 ) -> dict[str, float]:
-    """Return records/s between the first and the last commit seen (sum over `topics`)."""
+    """Return records/s from the last sample before any commit to the last commit seen.
+
+    Summed over `topics`. When the first sample already shows commits, count from it.
+    """
     totals = [
         (moment, sum(counts.get(topic, 0.0) for topic in topics)) for moment, counts in series
     ]
@@ -52,7 +66,8 @@ def sustained_rate(
         return {"records": 0.0, "seconds": 0.0, "records_per_second": 0.0}
     final = moved[-1][1]
     last_moment = next(moment for moment, total in moved if total >= final)
-    first_moment, first_total = moved[0]
+    idle = [(moment, total) for moment, total in totals if moment < moved[0][0]]
+    first_moment, first_total = (idle[-1][0], baseline) if idle else moved[0]
     seconds = last_moment - first_moment
     if seconds <= 0:  # everything committed between two polls: one poll interval at most
         seconds, first_total = POLL_SECONDS, baseline

@@ -42,6 +42,7 @@ class BenchOptions:
     floor_events: int = 20_000
     timeout: float = 1800.0
     keep_topics: bool = False
+    workers: int = 1
 
 
 def _free_port() -> int:
@@ -107,41 +108,51 @@ async def _publish_at_rate(settings: Settings, options: BenchOptions) -> tuple[i
 
 
 def _wait_for_events(
-    worker: WorkerProcess, expected: float, profiles_expected: float, timeout: float
+    workers: list[WorkerProcess], expected: float, profiles_expected: float, timeout: float
 ) -> list[tuple[float, dict[str, float]]]:
-    """Poll the worker's counters every 0.2 s until it read the events; return the series."""
+    """Poll the workers' counters every 0.2 s until they read the events; return the series
+    of their sums."""
     series: list[tuple[float, dict[str, float]]] = []
     deadline = time.monotonic() + timeout
     counts: dict[str, float] | None = None
     while True:
-        if not measure.alive(worker.pid):
-            raise kafka_io.BenchError(f"the worker exited; see {worker.log_path}")
-        counts = measure.events_read(worker)
+        for worker in workers:
+            if not measure.alive(worker.pid):
+                raise kafka_io.BenchError(f"a worker exited; see {worker.log_path}")
+        counts = measure.events_read_by(workers)
         if counts is not None:
             series.append((time.monotonic(), counts))
             read = sum(counts.get(topic, 0.0) for topic in EVENT_TOPICS)
             if read >= expected and counts.get("profiles", 0.0) >= profiles_expected:
                 return series
         if time.monotonic() > deadline:
+            logs = ", ".join(str(worker.log_path) for worker in workers)
             raise kafka_io.BenchError(
-                f"the worker read {counts} within {timeout:.0f}s; see {worker.log_path}"
+                f"the workers read {counts} within {timeout:.0f}s; see {logs}"
             )
         time.sleep(measure.POLL_SECONDS)
 
 
-def _rate_phase(settings: Settings, options: BenchOptions, worker: WorkerProcess) -> dict[str, Any]:
-    """Publish at a fixed rate while the worker runs; return the latency figures."""
+def _rate_phase(
+    settings: Settings, options: BenchOptions, workers: list[WorkerProcess]
+) -> dict[str, Any]:
+    """Publish at a fixed rate while the workers run; return the latency figures."""
     assert options.rate is not None
-    series = _wait_for_events(worker, 0.0, 0.0, options.timeout)
+    series = _wait_for_events(workers, 0.0, 0.0, options.timeout)
     already = sum(series[-1][1].get(topic, 0.0) for topic in EVENT_TOPICS)
     sent, started = asyncio.run(_publish_at_rate(settings, options))
-    _wait_for_events(worker, already + sent, 0.0, options.timeout)
-    latencies = asyncio.run(kafka_io.delivery_latencies(settings, started * 1000))
+    _wait_for_events(workers, already + sent, 0.0, options.timeout)
+    timed = asyncio.run(kafka_io.delivery_latencies(settings, started * 1000))
+    latencies = [latency for _, latency in timed]
     summary: dict[str, Any] = {
         "rate": options.rate,
         "duration": options.duration,
         "events": sent,
         "deliveries": len(latencies),
+        # (seconds since publishing started, latency ms) per delivery, for --plot.
+        "latency_series": [
+            (round(broker_ms / 1000 - started, 3), latency) for broker_ms, latency in timed
+        ],
     }
     if latencies:
         summary["latency_ms_p50"] = _percentile(latencies, 0.50)
@@ -197,16 +208,23 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
 
 
 def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> dict[str, Any]:
-    worker = WorkerProcess(settings, work_dir / "worker.log")
-    worker.start()
+    workers = [
+        WorkerProcess(_worker_settings(settings, number, options.workers), log_path)
+        for number in range(options.workers)
+        for log_path in [work_dir / f"worker-{number}.log"]
+    ]
     try:
-        worker.wait_ready()
-        _note("worker ready; measuring")
-        series = _wait_for_events(worker, options.events, options.users, options.timeout)
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_ready()
+        _note(f"{len(workers)} worker(s) ready; measuring")
+        series = _wait_for_events(workers, options.events, options.users, options.timeout)
         events = measure.sustained_rate(series, EVENT_TOPICS)
         inputs = measure.sustained_rate(series, (*EVENT_TOPICS, "profiles"))
         engine: dict[str, Any] = {
             "events": options.events,
+            "workers": options.workers,
             "seconds": events["seconds"],
             "events_per_second": events["records_per_second"],
             "input_records_per_second": inputs["records_per_second"],
@@ -216,13 +234,27 @@ def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> 
         }
         if options.rate:
             _note(f"fixed rate: {options.rate:g} events/s for {options.duration:g}s")
-            engine["fixed_rate"] = _rate_phase(settings, options, worker)
-        assert worker.pid is not None
-        engine["peak_rss_bytes"] = measure.peak_rss_bytes(worker.pid)
+            engine["fixed_rate"] = _rate_phase(settings, options, workers)
+        peaks = [measure.peak_rss_bytes(worker.pid) for worker in workers if worker.pid]
+        engine["peak_rss_bytes"] = max(peaks)  # of one worker: what each must be sized for
+        engine["peak_rss_bytes_all_workers"] = sum(peaks)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
     engine["state_bytes"] = measure.directory_bytes(settings.data_dir)
     return engine
+
+
+def _worker_settings(settings: Settings, number: int, count: int) -> Settings:
+    if count == 1:
+        return settings
+    return settings.model_copy(
+        update={
+            "data_dir": settings.data_dir / f"worker-{number}",
+            "web_port": _free_port(),
+            "worker_id": f"{settings.worker_id}-{number}",
+        }
+    )
 
 
 def _ceiling(settings: Settings, options: BenchOptions) -> dict[str, Any]:

@@ -18,6 +18,7 @@ only on its inputs, so every process gives a user the same answer.
 from __future__ import annotations
 
 from hashlib import sha256
+from struct import Struct
 from typing import Final
 
 HASH_VERSION: Final = 1
@@ -25,12 +26,14 @@ AUDIENCE_SEED: Final = "audience"
 VARIANT_SEED: Final = "variant"
 
 _TWO_POW_53: Final = float(2**53)
+_FIRST_8_BYTES: Final = Struct(">Q").unpack_from
 
 
 def bucket(seed: str, engagement_id: str, user_id: str) -> float:
     """Return the user's position in [0, 1) for ``seed`` and ``engagement_id``."""
     digest = sha256(f"{seed}:{engagement_id}:{user_id}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") >> 11) / _TWO_POW_53
+    first_8_bytes: int = _FIRST_8_BYTES(digest)[0]
+    return (first_8_bytes >> 11) / _TWO_POW_53
 
 
 def in_percent(percent: float, seed: str, engagement_id: str, user_id: str) -> bool:

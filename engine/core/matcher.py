@@ -43,6 +43,7 @@ from engine.core.deliveries import delivery_id, delivery_record
 from engine.core.engagements import Engagement
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
 from engine.core.local_time import user_zone, wall_clock_ms
+from engine.core.operators import always_true
 from engine.core.outcomes import Evaluation, Outcome
 from engine.core.pending import PendingDelivery
 from engine.core.policy import DEFAULT_POLICY, MatchPolicy
@@ -143,14 +144,15 @@ def evaluate(
     for engagement in candidates:
         if not engagement.is_active:
             outcome = _INACTIVE
-        elif not engagement.where(properties):
+        # Skipping a call to the empty filter saves more than the identity test costs.
+        elif (where := engagement.where) is not always_true and not where(properties):
             outcome = _FILTER_MISS
         elif not engagement.window_start_ms <= timestamp_ms < engagement.window_end_ms or (
             (clock := engagement.clock) is not None
             and not clock.holds(local_wall_ms if clock.local_time else timestamp_ms)
         ):
             outcome = _OUTSIDE_SCHEDULE
-        elif not engagement.audience(profile) or (
+        elif ((audience := engagement.audience) is not always_true and not audience(profile)) or (
             engagement.count_filters
             and not counts_hold(engagement.count_filters, user.event_times, timestamp_ms)
         ):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -28,10 +28,17 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
 
+    # Enum hashes by name in Python code; a member equals its value, so hashing it as that
+    # string is consistent and runs in C (outcomes key dicts on the per-candidate path).
+    __hash__ = str.__hash__
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """The outcome of one (event, engagement) pair."""
+
+class Evaluation(NamedTuple):
+    """The outcome of one (event, engagement) pair.
+
+    A tuple, not a dataclass: the engine counts these per event by hashing them, and a
+    tuple's hash runs in C.
+    """
 
     engagement_id: str
     engagement_version: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from engine.stats.counts import HOUR_MS, EngagementCounts
 
 # Audience checks per publication: past this, the segment is measured on a sample of users.
 SEGMENT_CHECK_BUDGET = 2_000_000
+# Work (entries read, plus one per audience check) between two checks of the time slice.
+SCAN_SLICE = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,9 @@ class PartitionStats:
         self._counts: dict[str, EngagementCounts] = {}
         # What was last published per engagement (segment time left out), to publish changes only.
         self._published: dict[str, dict[str, Any]] = {}
+        self._scan: Generator[None, None, list[tuple[bytes, bytes]]] | None = None
+        self._scan_seconds = 0.0
+        self._known_users: int | None = None
         for _, value in store.items(STATS_PREFIX):
             counts = EngagementCounts.from_json_dict(orjson.loads(value))
             self._counts[counts.engagement_id] = counts
@@ -75,14 +81,53 @@ class PartitionStats:
             else:
                 counts.variant(variant)["conversions"] += count
 
-    def publish(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> Publication:
-        """Measure segments and unseen deliveries; stage and return the figures that changed."""
+    def begin_publication(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> None:
+        """Start measuring segments and unseen deliveries; ``advance`` does the work."""
+        self._scan = self._measure(catalog, now_ms, unseen_after_ms)
+        self._scan_seconds = 0.0
+
+    @property
+    def publishing(self) -> bool:
+        """Return whether a publication is under way."""
+        return self._scan is not None
+
+    def advance(self, seconds: float) -> Publication | None:
+        """Work on the publication for about ``seconds``; return it once complete.
+
+        The scans read every user and delivery of the partition, seconds of work at 100,000
+        users: done in slices between batches, they never hold the batch loop that long.
+        """
+        if self._scan is None:
+            return None
         started = time.perf_counter()
+        deadline = started + seconds
+        try:
+            next(self._scan)  # at least one slice per call, however short the time given
+            while time.perf_counter() < deadline:
+                next(self._scan)
+        except StopIteration as done:
+            self._scan = None
+            records: list[tuple[bytes, bytes]] = done.value
+            self._scan_seconds += time.perf_counter() - started
+            return Publication(records, self._scan_seconds)
+        self._scan_seconds += time.perf_counter() - started
+        return None
+
+    def publish(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> Publication:
+        """Measure and stage at once; return the figures that changed."""
+        self.begin_publication(catalog, now_ms, unseen_after_ms)
+        while (publication := self.advance(3600.0)) is None:
+            pass
+        return publication
+
+    def _measure(
+        self, catalog: Catalog, now_ms: int, unseen_after_ms: int
+    ) -> Generator[None, None, list[tuple[bytes, bytes]]]:
         engagements = [engagement for engagement in catalog if engagement.status != "archived"]
         for engagement in engagements:
             self._of(engagement.id, now_ms)
-        segments = self._segments(engagements, now_ms)
-        unseen = self._unseen_deliveries(now_ms - unseen_after_ms)
+        segments = yield from self._segments(engagements, now_ms)
+        unseen = yield from self._unseen_deliveries(now_ms - unseen_after_ms)
         records = []
         for engagement_id, counts in self._counts.items():
             counts.prune(now_ms)
@@ -94,23 +139,33 @@ class PartitionStats:
             value = orjson.dumps(counts.to_json_dict())
             self._store.put(STATS_PREFIX + engagement_id.encode(), value)
             records.append((f"{engagement_id}:{self._partition}".encode(), value))
-        return Publication(records, time.perf_counter() - started)
+        return records
 
     def forget_published(self) -> None:
         """Publish every engagement's figures next time (the last publication was aborted)."""
         self._published.clear()
 
-    def _segments(self, engagements: list[Engagement], now_ms: int) -> dict[str, dict[str, int]]:
+    def _segments(
+        self, engagements: list[Engagement], now_ms: int
+    ) -> Generator[None, None, dict[str, dict[str, int]]]:
         known = 0
         checked = 0
         audience: Counter[str] = Counter()
         kept: Counter[str] = Counter()
-        sample_every = max(1, -(-len(engagements) * self._user_count() // SEGMENT_CHECK_BUDGET))
+        # Users counted by the last scan (an estimate the first time) size the sample.
+        users = self._known_users if self._known_users is not None else self._store.estimate_keys()
+        sample_every = max(1, -(-len(engagements) * users // SEGMENT_CHECK_BUDGET))
+        work = 0
         for index, (key, value) in enumerate(self._store.items(USER_PREFIX)):
             known += 1
+            work += 1
+            if work >= SCAN_SLICE:
+                work = 0
+                yield
             if index % sample_every:
                 continue
             checked += 1
+            work += len(engagements)
             user_id = key[len(USER_PREFIX) :].decode()
             attributes = UserState.from_json_dict(orjson.loads(value)).attributes
             for engagement in engagements:
@@ -118,6 +173,7 @@ class PartitionStats:
                     audience[engagement.id] += 1
                     if in_percent(engagement.percent, AUDIENCE_SEED, engagement.id, user_id):
                         kept[engagement.id] += 1
+        self._known_users = known
         scale = known / checked if checked else 0.0
         return {
             engagement.id: {
@@ -130,12 +186,11 @@ class PartitionStats:
             for engagement in engagements
         }
 
-    def _user_count(self) -> int:
-        return sum(1 for _ in self._store.items(USER_PREFIX))
-
-    def _unseen_deliveries(self, created_before_ms: int) -> Counter[str]:
+    def _unseen_deliveries(self, created_before_ms: int) -> Generator[None, None, Counter[str]]:
         unseen: Counter[str] = Counter()
-        for _, value in self._store.items(DELIVERY_PREFIX):
+        for index, (_, value) in enumerate(self._store.items(DELIVERY_PREFIX)):
+            if index % SCAN_SLICE == 0:
+                yield
             delivery = DeliveryState.from_json_dict(orjson.loads(value))
             if (
                 not delivery.test

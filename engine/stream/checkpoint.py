@@ -18,6 +18,7 @@ from aiokafka.structs import TopicPartition
 from engine.errors import DeclicError
 from engine.metrics import EngineMetrics
 from engine.settings import Settings
+from engine.stream.bulk_send import BulkSender
 from engine.stream.processor import Outbox, PartitionProcessor
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class Checkpointer:
         self._group_id = group_id
         self._metrics = metrics
         self._changelog = processor.topics.state_changelog
+        # Any input topic will do: they all have the same partition count (checked at start).
+        input_topic = next(iter(processor.topics.inputs))
+        self._sender = BulkSender(producer, input_topic, processor.partition)
 
     @property
     def processor(self) -> PartitionProcessor:
@@ -89,7 +93,7 @@ class Checkpointer:
         """
         processor = self._processor
         processor.stage_state()
-        staged = processor.store.staged()
+        staged = processor.store.freeze_staged()
         outbox = processor.take_outbox()
         if outbox.is_empty() and not staged:
             return None
@@ -97,17 +101,13 @@ class Checkpointer:
         producer = self._producer
         await producer.begin_transaction()
         try:
-            send = producer.send
-            futures = [
-                await send(record.topic, record.value, key=record.key) for record in outbox.records
-            ]
-            changelog_futures = [
-                await send(self._changelog, value, key=key, partition=processor.partition)
-                for key, value in staged.items()
-            ]
+            batches = await self._sender.send(outbox.records)
+            changelog_batches = await self._sender.send_to(
+                self._changelog, processor.partition, staged.items()
+            )
             if outbox.next_offsets:
                 await producer.send_offsets_to_transaction(outbox.next_offsets, self._group_id)
-            await asyncio.gather(*futures, *changelog_futures)
+            await asyncio.gather(*(batch.future for batch in (*batches, *changelog_batches)))
             await producer.commit_transaction()
         except BaseException as error:
             try:
@@ -122,11 +122,9 @@ class Checkpointer:
             processor.rollback()
             raise
         last_changelog_offset = (
-            max(future.result().offset for future in changelog_futures)
-            if changelog_futures
-            else None
+            max(batch.last_offset() for batch in changelog_batches) if changelog_batches else None
         )
-        processor.store.commit_staged(last_changelog_offset)
+        processor.store.commit_frozen(last_changelog_offset)
         committed_at = time.time()
         outbox.tally.delivery_latencies.extend(
             committed_at - triggered_ms / 1000 for triggered_ms in outbox.delivery_times_ms

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -31,6 +32,9 @@ from engine.stream.processor import Outbox, PartitionProcessor
 from engine.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
+
+# Time given to the engagement figures' scans per loop iteration, between batches.
+STATS_SLICE_SECONDS = 0.005
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -68,7 +72,13 @@ class Engine:
         self._last_checkpoint = time.monotonic()
         self._last_stats = time.monotonic()
         self._failure: Exception | None = None
+        # The checkpoint under way, committing while the next batches are processed.
+        self._commit_task: asyncio.Task[None] | None = None
+        # Bumped when partitions are rewound: batches fetched before are stale.
+        self._rewinds = 0
         self.ready = asyncio.Event()
+        # Input records committed by this worker since it started, by input topic kind.
+        self.records_committed: Counter[str] = Counter()
 
     @property
     def partitions(self) -> list[int]:
@@ -93,6 +103,7 @@ class Engine:
             # where that user's state lives.
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=10,
         )
         self._consumer = consumer
         await consumer.start()
@@ -108,13 +119,14 @@ class Engine:
         interval = self.settings.checkpoint_interval_seconds
         timeout_ms = max(1, int(interval * 500))
         while True:
+            rewinds = self._rewinds
             batches = await consumer.getmany(
                 timeout_ms=timeout_ms, max_records=self.settings.max_batch_records
             )
             async with self._lock:
                 if self._failure is not None:
                     raise self._failure
-                if batches:
+                if batches and rewinds == self._rewinds:
                     now_ms = int(time.time() * 1000)
                     for tp, records in batches.items():
                         checkpointer = self._checkpointers.get(tp.partition)
@@ -128,10 +140,24 @@ class Engine:
                 now_ms = int(time.time() * 1000)
                 for checkpointer in self._checkpointers.values():
                     checkpointer.processor.release_due(now_ms)
-                if time.monotonic() - self._last_stats >= self.settings.stats_interval_seconds:
-                    self._publish_stats(now_ms)
-                if time.monotonic() - self._last_checkpoint >= interval:
-                    await self._checkpoint_all()
+                self._work_on_stats(now_ms)
+                if self._commit_task is not None and self._commit_task.done():
+                    task, self._commit_task = self._commit_task, None
+                    task.result()  # a failure other than an aborted transaction stops the worker
+                if (
+                    self._commit_task is None
+                    and time.monotonic() - self._last_checkpoint >= interval
+                ):
+                    # Kafka round trips of the commit overlap the processing of the next batches.
+                    self._commit_task = asyncio.create_task(
+                        self._checkpoint_all(), name="declic-checkpoint"
+                    )
+
+    async def _finish_commit(self) -> None:
+        """Wait for the checkpoint under way, if any."""
+        task, self._commit_task = self._commit_task, None
+        if task is not None:
+            await task
 
     def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, next_offset: int) -> None:
         highwater = consumer.highwater(tp)
@@ -140,14 +166,22 @@ class Engine:
             kind = self.topics.inputs[tp.topic].value
             self.metrics.consumer_lag.labels(kind, str(tp.partition)).set(lag)
 
-    def _publish_stats(self, now_ms: int) -> None:
-        self._last_stats = time.monotonic()
-        unseen_after_ms = self.settings.unseen_delivery_seconds * 1000
-        seconds = sum(
-            checkpointer.processor.publish_stats(now_ms, unseen_after_ms)
-            for checkpointer in self._checkpointers.values()
-        )
-        self.metrics.stats_publication.observe(seconds)
+    def _work_on_stats(self, now_ms: int) -> None:
+        """Start a publication of engagement figures when due, and advance one under way."""
+        processors = [checkpointer.processor for checkpointer in self._checkpointers.values()]
+        publishing = [processor for processor in processors if processor.stats.publishing]
+        if not publishing:
+            if time.monotonic() - self._last_stats < self.settings.stats_interval_seconds:
+                return
+            self._last_stats = time.monotonic()
+            unseen_after_ms = self.settings.unseen_delivery_seconds * 1000
+            for processor in processors:
+                processor.begin_stats(now_ms, unseen_after_ms)
+            publishing = processors
+        for processor in publishing:
+            seconds = processor.advance_stats(STATS_SLICE_SECONDS / len(publishing))
+            if seconds is not None:
+                self.metrics.stats_publication.observe(seconds)
 
     async def _checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()
@@ -158,6 +192,7 @@ class Engine:
         )
         for checkpointer, result in zip(checkpointers, results, strict=True):
             if isinstance(result, Outbox):
+                self.records_committed.update(result.tally.events_read)
                 checkpointer.processor.stats.fold(result.tally, int(time.time() * 1000))
             elif isinstance(result, CheckpointFailed):
                 log.error(
@@ -165,9 +200,14 @@ class Engine:
                     result.partition,
                     result.__cause__,
                 )
-                checkpointer.processor.rollback()
+                # What was processed since the checkpoint began goes too: re-read it all.
+                rewind_offsets = {
+                    **checkpointer.processor.rollback(),
+                    **result.rewind_offsets,
+                }
+                self._rewinds += 1
                 if self._consumer is not None:
-                    for tp, offset in result.rewind_offsets.items():
+                    for tp, offset in rewind_offsets.items():
                         self._consumer.seek(tp, offset)
             elif isinstance(result, BaseException):
                 raise result
@@ -210,6 +250,7 @@ class Engine:
     async def release(self, partitions: set[int]) -> None:
         """Commit what is pending, then let partitions go."""
         async with self._lock:
+            await self._finish_commit()
             await self._checkpoint_all()
             for partition in sorted(partitions & set(self._checkpointers)):
                 checkpointer = self._checkpointers.pop(partition)

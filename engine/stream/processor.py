@@ -30,7 +30,6 @@ from engine.core.events import (
 )
 from engine.core.interactions import join_interaction
 from engine.core.matcher import evaluate, is_stale
-from engine.core.outcomes import Evaluation
 from engine.core.policy import MatchPolicy
 from engine.core.release import release_pending
 from engine.core.state import UserState
@@ -42,14 +41,13 @@ from engine.schemas import RecordValidator, validator
 from engine.state.keys import DELIVERY_PREFIX, USER_PREFIX
 from engine.state.store import PartitionStore
 from engine.stats.partition_stats import PartitionStats
+from engine.stream.bulk_send import OutputRecord
 from engine.stream.due_index import DueIndex
 from engine.stream.topics import InputKind, TopicNames
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
-# Outcomes of events that are not trigger events passing the trigger's filters.
-NOT_A_TRIGGER = frozenset({"filter_miss", "stale", "cancelled", "expired"})
 # Decoded user states kept between checkpoints; past this the cache is dropped whole.
 USER_CACHE_LIMIT = 50_000
 
@@ -60,15 +58,6 @@ SCHEMA_BY_KIND = {
     InputKind.PROFILES: "profile-update",
     InputKind.TEST_SENDS: "test-send",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    """A record waiting for the checkpoint that produces it."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
 
 
 @dataclass(slots=True)
@@ -185,7 +174,7 @@ class PartitionProcessor:
             tally.stale_events[kind.value] += 1
         user = self._user(event.user_id)
         result = evaluate(event, user, catalog, now_ms, self._policy)
-        self._count(result.evaluations, event.timestamp_ms // HOUR_MS)
+        tally.count_evaluations(result.evaluations, event.timestamp_ms // HOUR_MS)
         if result.user_changed:
             self._dirty_users.add(event.user_id)
         for pending in result.cancelled:
@@ -197,7 +186,10 @@ class PartitionProcessor:
         for conversion in result.conversions:
             self.outbox.records.append(
                 OutputRecord(
-                    self.topics.conversions, event.user_id.encode(), orjson.dumps(conversion)
+                    self.topics.conversions,
+                    event.user_id.encode(),
+                    orjson.dumps(conversion),
+                    keyed_by_user=True,
                 )
             )
             tally.conversions[(str(conversion["engagement_id"]), str(conversion["variant"]))] += 1
@@ -212,18 +204,10 @@ class PartitionProcessor:
             if release.evaluation is None:
                 continue  # cancelled meanwhile
             self._dirty_users.add(pending.user_id)
-            self._count([release.evaluation])
+            self.outbox.tally.count_evaluations([release.evaluation], None)
             if release.delivery is not None:
                 self._emit_delivery(release.delivery, pending.due_at_ms, now_ms)
         return len(due)
-
-    def _count(self, evaluations: Iterable[Evaluation], trigger_hour: int | None = None) -> None:
-        tally = self.outbox.tally
-        for evaluation in evaluations:
-            outcome = evaluation.outcome.value
-            tally.evaluations[(evaluation.engagement_id, outcome)] += 1
-            if trigger_hour is not None and outcome not in NOT_A_TRIGGER:
-                tally.trigger_hours[(evaluation.engagement_id, trigger_hour)] += 1
 
     def _emit_delivery(self, delivery: dict[str, Any], due_ms: int, now_ms: int) -> None:
         delivery_key = DELIVERY_PREFIX + delivery["delivery_id"].encode()
@@ -233,7 +217,10 @@ class PartitionProcessor:
         self.store.put(delivery_key, orjson.dumps(state.to_json_dict()))
         self.outbox.records.append(
             OutputRecord(
-                self.topics.deliveries, delivery["user_id"].encode(), orjson.dumps(delivery)
+                self.topics.deliveries,
+                delivery["user_id"].encode(),
+                orjson.dumps(delivery),
+                keyed_by_user=True,
             )
         )
         test = delivery["test"]
@@ -255,7 +242,10 @@ class PartitionProcessor:
         impression = result.impression
         self.outbox.records.append(
             OutputRecord(
-                self.topics.impressions, interaction.user_id.encode(), orjson.dumps(impression)
+                self.topics.impressions,
+                interaction.user_id.encode(),
+                orjson.dumps(impression),
+                keyed_by_user=True,
             )
         )
         engagement_id, variant = str(impression["engagement_id"]), str(impression["variant"])
@@ -315,25 +305,38 @@ class PartitionProcessor:
     def take_outbox(self) -> Outbox:
         """Hand the outbox to the checkpoint and start a new one."""
         outbox, self.outbox = self.outbox, Outbox()
+        outbox.tally.settle()
         if len(self._users) > USER_CACHE_LIMIT:
             self._users.clear()
         return outbox
 
-    def publish_stats(self, now_ms: int, unseen_after_ms: int) -> float:
-        """Queue this partition's engagement figures for the next checkpoint; return seconds."""
-        publication = self.stats.publish(self._catalog(), now_ms, unseen_after_ms)
+    def begin_stats(self, now_ms: int, unseen_after_ms: int) -> None:
+        """Start measuring this partition's engagement figures."""
+        self.stats.begin_publication(self._catalog(), now_ms, unseen_after_ms)
+
+    def advance_stats(self, seconds: float) -> float | None:
+        """Work on the figures for about ``seconds``; once measured, queue them for the next
+        checkpoint and return the seconds the publication took in all."""
+        publication = self.stats.advance(seconds)
+        if publication is None:
+            return None
         for key, value in publication.records:
             self.outbox.records.append(OutputRecord(self.topics.engagement_stats, key, value))
         return publication.seconds
 
-    def rollback(self) -> None:
-        """Forget everything not committed: caches, staged state, due index, outbox."""
+    def rollback(self) -> dict[TopicPartition, int]:
+        """Forget everything not committed: caches, staged state, due index, outbox.
+
+        Return where to re-read the inputs the discarded outbox had read from.
+        """
         self._users.clear()
         self._dirty_users.clear()
         self.store.discard_staged()
         self.due.reload()
         self.stats.forget_published()
+        rewind_offsets = self.outbox.rewind_offsets
         self.outbox = Outbox()
+        return rewind_offsets
 
 
 def _b64(raw: bytes | None) -> str | None:

@@ -1,0 +1,132 @@
+"""Time the engine's per-record work without a broker: decode, match, stage, commit locally.
+
+Run ``python -m engine.bench.hot_path --engagements 1000`` to see what one partition's
+processor costs per event on the `declic bench` workload, with ``--profile`` for the
+functions that cost it. Kafka's share (fetching, producing, transactions) is left out:
+`declic bench` measures the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from engine.bench.workload import EventSource, Message, engagements, profiles
+from engine.core.catalog import Catalog
+from engine.core.engagements import compile_engagement
+from engine.core.policy import MatchPolicy
+from engine.schemas import apply_engagement_defaults
+from engine.settings import load_settings
+from engine.state.store import PartitionStore
+from engine.stream.processor import PartitionProcessor
+from engine.stream.topics import TopicNames
+
+BATCH_RECORDS = 500
+CHECKPOINT_RECORDS = 2_000
+
+
+def _records(messages: list[Message], topics: dict[str, str]) -> list[ConsumerRecord]:
+    return [
+        ConsumerRecord(
+            topics[message.kind],
+            0,
+            offset,
+            0,
+            0,
+            message.key,
+            message.value,
+            None,
+            len(message.key),
+            len(message.value),
+            (),
+        )
+        for offset, message in enumerate(messages)
+    ]
+
+
+def run(users: int, engagement_count: int, events: int, seed: int) -> dict[str, float]:
+    """Process the workload through one PartitionProcessor; return its per-event costs."""
+    settings = load_settings()
+    topics = TopicNames.for_settings(settings)
+    by_kind = {kind.value: name for name, kind in topics.inputs.items()}
+    now_ms = int(time.time() * 1000)
+    catalog = Catalog.build(
+        compile_engagement(apply_engagement_defaults(document), 1)
+        for document in engagements(engagement_count, seed)
+    )
+    profile_records = _records(profiles(users, now_ms, seed), by_kind)
+    event_records = _records(EventSource(users, seed).batch(events, now_ms), by_kind)
+    with tempfile.TemporaryDirectory(prefix="declic-hot-path-") as directory:
+        store = PartitionStore(Path(directory))
+        processor = PartitionProcessor(0, store, topics, lambda: catalog, MatchPolicy())
+        _feed(processor, profile_records, now_ms)
+        started = time.perf_counter()
+        outputs = _feed(processor, event_records, now_ms)
+        seconds = time.perf_counter() - started
+        store.close()
+    return {
+        "events": events,
+        "seconds": seconds,
+        "events_per_second": events / seconds,
+        "us_per_event": seconds / events * 1e6,
+        "output_records": outputs,
+    }
+
+
+def _feed(processor: PartitionProcessor, records: list[ConsumerRecord], now_ms: int) -> int:
+    outputs = 0
+    since_checkpoint = 0
+    for start in range(0, len(records), BATCH_RECORDS):
+        batch = records[start : start + BATCH_RECORDS]
+        by_topic: dict[TopicPartition, list[ConsumerRecord]] = {}
+        for record in batch:
+            by_topic.setdefault(TopicPartition(record.topic, 0), []).append(record)
+        for tp, topic_records in by_topic.items():
+            processor.handle_batch(tp, topic_records, now_ms)
+        processor.release_due(now_ms)
+        since_checkpoint += len(batch)
+        if since_checkpoint >= CHECKPOINT_RECORDS:
+            outputs += _checkpoint(processor, now_ms)
+            since_checkpoint = 0
+    return outputs + _checkpoint(processor, now_ms)
+
+
+def _checkpoint(processor: PartitionProcessor, now_ms: int) -> int:
+    """Do a checkpoint's local work; the records a broker would get are only counted."""
+    processor.stage_state()
+    staged = processor.store.freeze_staged()
+    outbox = processor.take_outbox()
+    count = len(outbox.records) + len(staged)
+    processor.store.commit_frozen(None)
+    processor.stats.fold(outbox.tally, now_ms)
+    return count
+
+
+def main() -> None:
+    """Parse the options, run, print the figures (and the profile with --profile)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--engagements", type=int, default=1_000)
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="print the top functions")
+    options = parser.parse_args()
+    profiler = cProfile.Profile() if options.profile else None
+    if profiler is not None:
+        profiler.enable()
+    figures = run(options.users, options.engagements, options.events, options.seed)
+    if profiler is not None:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    for name, value in figures.items():
+        print(f"{name:20} {value:,.2f}")
+
+
+if __name__ == "__main__":
+    main()
