@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Time given to the engagement figures' scans per loop iteration, between batches.
 STATS_SLICE_SECONDS = 0.005
+# A checkpoint still committing after this many intervals holds the processing back.
+COMMIT_WAIT_FACTOR = 5
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -144,14 +146,18 @@ class Engine:
                 if self._commit_task is not None and self._commit_task.done():
                     task, self._commit_task = self._commit_task, None
                     task.result()  # a failure other than an aborted transaction stops the worker
-                if (
-                    self._commit_task is None
-                    and time.monotonic() - self._last_checkpoint >= interval
-                ):
+                elapsed = time.monotonic() - self._last_checkpoint
+                if self._commit_task is None and elapsed >= interval:
                     # Kafka round trips of the commit overlap the processing of the next batches.
                     self._commit_task = asyncio.create_task(
                         self._checkpoint_all(), name="declic-checkpoint"
                     )
+                elif self._commit_task is not None and elapsed >= COMMIT_WAIT_FACTOR * interval:
+                    # Backpressure: a slow commit must not let the next outbox grow unbounded.
+                    await asyncio.wait([self._commit_task])
+            # getmany() returns without suspending while records are buffered: yield, or the
+            # commit under way would wait until the backlog is drained.
+            await asyncio.sleep(0)
 
     async def _finish_commit(self) -> None:
         """Wait for the checkpoint under way, if any."""
