@@ -31,10 +31,12 @@ BATCH_RECORDS = 500
 CHECKPOINT_RECORDS = 2_000
 
 
-def _records(messages: list[Message], topics: dict[str, str]) -> list[ConsumerRecord]:
+def consumer_records(messages: list[Message], topics: TopicNames) -> list[ConsumerRecord]:
+    """Return the messages as partition 0's records, as the engine's consumer hands them."""
+    by_kind = {kind.value: name for name, kind in topics.inputs.items()}
     return [
         ConsumerRecord(
-            topics[message.kind],
+            by_kind[message.kind],
             0,
             offset,
             0,
@@ -54,14 +56,13 @@ def run(users: int, engagement_count: int, events: int, seed: int) -> dict[str, 
     """Process the workload through one PartitionProcessor; return its per-event costs."""
     settings = load_settings()
     topics = TopicNames.for_settings(settings)
-    by_kind = {kind.value: name for name, kind in topics.inputs.items()}
     now_ms = int(time.time() * 1000)
     catalog = Catalog.build(
         compile_engagement(apply_engagement_defaults(document), 1)
         for document in engagements(engagement_count, seed)
     )
-    profile_records = _records(profiles(users, now_ms, seed), by_kind)
-    event_records = _records(EventSource(users, seed).batch(events, now_ms), by_kind)
+    profile_records = consumer_records(profiles(users, now_ms, seed), topics)
+    event_records = consumer_records(EventSource(users, seed).batch(events, now_ms), topics)
     with tempfile.TemporaryDirectory(prefix="declic-hot-path-") as directory:
         store = PartitionStore(Path(directory))
         processor = PartitionProcessor(0, store, topics, lambda: catalog, MatchPolicy())
@@ -99,9 +100,7 @@ def _feed(processor: PartitionProcessor, records: list[ConsumerRecord], now_ms: 
 
 def _checkpoint(processor: PartitionProcessor, now_ms: int) -> int:
     """Do a checkpoint's local work; the records a broker would get are only counted."""
-    processor.stage_state()
-    staged = processor.store.freeze_staged()
-    outbox = processor.take_outbox()
+    staged, outbox = processor.freeze_checkpoint()
     count = len(outbox.records) + len(staged)
     processor.store.commit_frozen(None)
     processor.stats.fold(outbox.tally, now_ms)

@@ -51,6 +51,12 @@ def events_read_by(workers: Sequence[WorkerProcess]) -> dict[str, float] | None:
     return total
 
 
+def percentile(values: list[float], share: float) -> float:
+    """Return the value below which ``share`` of ``values`` fall (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def sustained_rate(
     series: list[tuple[float, dict[str, float]]], topics: Sequence[str], baseline: float = 0.0
 ) -> dict[str, float]:

@@ -7,9 +7,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from engine.bench.measure import percentile
+from engine.bench.workload import EVENT_TOPICS
 from engine.errors import DeclicError
-
-EVENT_TOPICS = ("sessions", "custom-events")
 
 
 def throughput_points(series: list[dict[str, float]]) -> list[tuple[float, float]]:
@@ -33,10 +33,8 @@ def latency_points(
         by_second[int(moment)].append(latency)
     points = []
     for second in sorted(by_second):
-        values = sorted(by_second[second])
-        p50 = values[len(values) // 2]
-        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
-        points.append((float(second), p50, p99))
+        values = by_second[second]
+        points.append((float(second), percentile(values, 0.50), percentile(values, 0.99)))
     return points
 
 

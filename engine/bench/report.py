@@ -51,22 +51,34 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
+# Headline figures: name in the per-run list, and path in the results.
+HEADLINE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("engine_events_per_second", ("engine", "events_per_second")),
+    ("ceiling_events_per_second", ("ceiling", "events_per_second")),
+    ("floor_events_per_second", ("floor", "events_per_second")),
+    ("engine_over_floor", ("engine_over_floor",)),
+    ("engine_over_ceiling", ("engine_over_ceiling",)),
+    ("peak_rss_bytes", ("engine", "peak_rss_bytes")),
+    ("state_bytes", ("engine", "state_bytes")),
+    ("latency_ms_p50", ("engine", "fixed_rate", "latency_ms_p50")),
+    ("latency_ms_p99", ("engine", "fixed_rate", "latency_ms_p99")),
+)
+
+
+def _parent(results: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """Return the mapping that holds the figure at ``path``, or None if it is absent."""
+    node: Any = results
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) and path[-1] in node else None
+
+
 def _headline(results: dict[str, Any]) -> dict[str, float]:
-    engine = results["engine"]
-    figures = {
-        "engine_events_per_second": engine["events_per_second"],
-        "ceiling_events_per_second": results["ceiling"]["events_per_second"],
-        "floor_events_per_second": results["floor"]["events_per_second"],
-        "engine_over_floor": results["engine_over_floor"],
-        "engine_over_ceiling": results["engine_over_ceiling"],
-        "peak_rss_bytes": engine["peak_rss_bytes"],
-        "state_bytes": engine["state_bytes"],
+    return {
+        name: parent[path[-1]]
+        for name, path in HEADLINE_FIGURES
+        if (parent := _parent(results, path)) is not None
     }
-    fixed = engine.get("fixed_rate") or {}
-    for name in ("latency_ms_p50", "latency_ms_p99"):
-        if name in fixed:
-            figures[name] = fixed[name]
-    return figures
 
 
 def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -76,24 +88,10 @@ def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     headlines = [_headline(run) for run in runs]
     combined = copy.deepcopy(runs[-1])
-    medians = {
-        name: statistics.median(figures[name] for figures in headlines)
-        for name in headlines[0]
-        if all(name in figures for figures in headlines)
-    }
-    engine = combined["engine"]
-    engine["events_per_second"] = medians["engine_events_per_second"]
-    combined["ceiling"]["events_per_second"] = medians["ceiling_events_per_second"]
-    combined["floor"]["events_per_second"] = medians["floor_events_per_second"]
-    combined["engine_over_floor"] = medians["engine_over_floor"]
-    combined["engine_over_ceiling"] = medians["engine_over_ceiling"]
-    engine["peak_rss_bytes"] = medians["peak_rss_bytes"]
-    engine["state_bytes"] = medians["state_bytes"]
-    fixed = engine.get("fixed_rate")
-    if fixed is not None:
-        for name in ("latency_ms_p50", "latency_ms_p99"):
-            if name in medians:
-                fixed[name] = medians[name]
+    for name, path in HEADLINE_FIGURES:
+        parent = _parent(combined, path)
+        if parent is not None and all(name in figures for figures in headlines):
+            parent[path[-1]] = statistics.median(figures[name] for figures in headlines)
     combined["runs"] = headlines
     return combined
 

@@ -18,12 +18,11 @@ from aiokafka.errors import KafkaError
 from engine.admin.engagements import apply_engagements
 from engine.app import faust_broker_url
 from engine.bench import kafka_io, measure
-from engine.bench.workload import EventSource, engagements, profiles
+from engine.bench.workload import EVENT_TOPICS, EventSource, engagements, profiles
 from engine.settings import Settings
 from engine.stream.topics import ensure_topics
 from engine.worker_process import WorkerProcess
 
-EVENT_TOPICS = ("sessions", "custom-events")
 BATCH_SECONDS = 0.01
 BROKER_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
 
@@ -49,11 +48,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def _note(text: str) -> None:
@@ -155,8 +149,8 @@ def _rate_phase(
         ],
     }
     if latencies:
-        summary["latency_ms_p50"] = _percentile(latencies, 0.50)
-        summary["latency_ms_p99"] = _percentile(latencies, 0.99)
+        summary["latency_ms_p50"] = measure.percentile(latencies, 0.50)
+        summary["latency_ms_p99"] = measure.percentile(latencies, 0.99)
         summary["latency_ms_mean"] = statistics.fmean(latencies)
     return summary
 

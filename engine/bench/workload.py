@@ -12,6 +12,8 @@ COUNTRIES = ("FR", "BE", "DE", "US", "ES", "IT", "GB", "JP")
 PLANS = ("free", "free", "free", "plus", "premium")
 EVENT_NAMES = tuple(f"bench_event_{number:02d}" for number in range(50))
 CATEGORIES = ("shoes", "books", "games", "music", "garden")
+# Input topic kinds the events go to (profiles go to "profiles").
+EVENT_TOPICS = ("sessions", "custom-events")
 SESSION_SHARE_OF_ENGAGEMENTS = 0.10
 CUSTOM_SHARE_OF_EVENTS = 0.70
 

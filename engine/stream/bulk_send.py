@@ -35,10 +35,8 @@ class OutputRecord:
 
 @dataclass(frozen=True, slots=True)
 class SentBatch:
-    """A batch handed to the producer: where it goes and how many records it holds."""
+    """A batch handed to the producer, with how many records it holds."""
 
-    topic: str
-    partition: int
     records: int
     future: asyncio.Future[RecordMetadata]
 
@@ -102,16 +100,16 @@ class BulkSender:
             if batch.append(key=key, value=value, timestamp=None) is None:
                 # Full: send it and start another, which always takes one record.
                 future = await producer.send_batch(batch, topic, partition=partition)
-                sent.append(SentBatch(topic, partition, count, future))
+                sent.append(SentBatch(count, future))
                 batch = producer.create_batch()
                 count = 0
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     # Larger than a batch: send() gives it a batch of its own size.
                     future = await producer.send(topic, value, key=key, partition=partition)
-                    sent.append(SentBatch(topic, partition, 1, future))
+                    sent.append(SentBatch(1, future))
                     continue
             count += 1
         if count:
             future = await producer.send_batch(batch, topic, partition=partition)
-            sent.append(SentBatch(topic, partition, count, future))
+            sent.append(SentBatch(count, future))
         return sent

@@ -92,9 +92,7 @@ class Checkpointer:
         Raise CheckpointFailed after aborting the transaction; the caller rewinds.
         """
         processor = self._processor
-        processor.stage_state()
-        staged = processor.store.freeze_staged()
-        outbox = processor.take_outbox()
+        staged, outbox = processor.freeze_checkpoint()
         if outbox.is_empty() and not staged:
             return None
         started = time.perf_counter()

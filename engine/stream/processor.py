@@ -302,6 +302,14 @@ class PartitionProcessor:
             )
         self._dirty_users.clear()
 
+    def freeze_checkpoint(self) -> tuple[dict[bytes, bytes | None], Outbox]:
+        """Hand a checkpoint the state writes and the outbox gathered so far.
+
+        Processing may go on meanwhile: what it stages or emits waits for the next one.
+        """
+        self.stage_state()
+        return self.store.freeze_staged(), self.take_outbox()
+
     def take_outbox(self) -> Outbox:
         """Hand the outbox to the checkpoint and start a new one."""
         outbox, self.outbox = self.outbox, Outbox()

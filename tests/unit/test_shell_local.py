@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 
+from engine.bench.hot_path import consumer_records
 from engine.bench.plot import latency_points, throughput_points
-from engine.bench.workload import EventSource, Message, engagements, profiles
+from engine.bench.workload import EventSource, engagements, profiles
 from engine.core.catalog import Catalog
 from engine.core.engagements import compile_engagement
 from engine.core.outcomes import Evaluation, Outcome
@@ -61,17 +62,6 @@ def test_an_aborted_checkpoint_discards_frozen_and_staged_writes(store: Partitio
     assert store.freeze_staged() == {}  # a new checkpoint may start
 
 
-def _records(messages: list[Message], topics: TopicNames) -> list[ConsumerRecord]:
-    by_kind = {kind.value: name for name, kind in topics.inputs.items()}
-    return [
-        ConsumerRecord(
-            by_kind[message.kind], 0, offset, 0, 0, message.key, message.value, None,
-            len(message.key), len(message.value), (),
-        )
-        for offset, message in enumerate(messages)
-    ]  # fmt: skip
-
-
 def _processed_partition(store: PartitionStore) -> tuple[PartitionProcessor, Catalog]:
     """Run the bench workload through a processor and commit its state locally."""
     topics = TopicNames.for_settings(load_settings())
@@ -81,10 +71,10 @@ def _processed_partition(store: PartitionStore) -> tuple[PartitionProcessor, Cat
     )
     processor = PartitionProcessor(0, store, topics, lambda: catalog, MatchPolicy())
     messages = profiles(300, NOW_MS, seed=3) + EventSource(300, seed=3).batch(900, NOW_MS)
-    for record in _records(messages, topics):
+    for record in consumer_records(messages, topics):
         processor.handle_batch(TopicPartition(record.topic, 0), [record], NOW_MS)
-    processor.stage_state()
-    store.freeze_staged()
+    staged, outbox = processor.freeze_checkpoint()
+    assert staged and any(record.topic == topics.deliveries for record in outbox.records)
     store.commit_frozen(None)
     return processor, catalog
 
@@ -92,9 +82,7 @@ def _processed_partition(store: PartitionStore) -> tuple[PartitionProcessor, Cat
 def test_figures_measured_in_slices_equal_figures_measured_at_once(
     store: PartitionStore,
 ) -> None:
-    processor, catalog = _processed_partition(store)
-    outbox = processor.take_outbox()
-    assert any(record.topic == processor.topics.deliveries for record in outbox.records)
+    _, catalog = _processed_partition(store)
     unseen_after_ms = 1
 
     at_once = PartitionStats(store, 0).publish(catalog, NOW_MS + 60_000, unseen_after_ms)
@@ -166,3 +154,31 @@ def test_sustained_rate_counts_from_the_last_sample_before_any_commit() -> None:
     assert sustained_rate(series, ["sessions"])["records_per_second"] == pytest.approx(1000.0)
     # Without an idle sample, from the first one: 700 more in 0.8 s.
     assert sustained_rate(series[2:], ["sessions"])["records_per_second"] == pytest.approx(875.0)
+
+
+def test_several_runs_report_the_median_of_each_headline_figure() -> None:
+    from engine.bench.report import combine_runs
+
+    def run(engine_rate: float, p99: float) -> dict[str, object]:
+        return {
+            "engine": {
+                "events_per_second": engine_rate,
+                "peak_rss_bytes": 100,
+                "state_bytes": 10,
+                "fixed_rate": {"latency_ms_p50": 5.0, "latency_ms_p99": p99},
+            },
+            "ceiling": {"events_per_second": 50_000.0},
+            "floor": {"events_per_second": 2_000.0},
+            "engine_over_floor": engine_rate / 2_000.0,
+            "engine_over_ceiling": engine_rate / 50_000.0,
+        }
+
+    combined = combine_runs([run(9_000.0, 300.0), run(11_000.0, 900.0), run(10_000.0, 100.0)])
+    assert combined["engine"]["events_per_second"] == 10_000.0
+    assert combined["engine"]["fixed_rate"]["latency_ms_p99"] == 300.0
+    assert combined["engine_over_floor"] == 5.0
+    assert [figures["engine_events_per_second"] for figures in combined["runs"]] == [
+        9_000.0,
+        11_000.0,
+        10_000.0,
+    ]
