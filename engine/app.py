@@ -51,11 +51,11 @@ class EngineService(Service):
             await self.engine.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
             log.exception("engine stopped on an unrecoverable error; stopping the worker")
-            # Let the process supervisor restart the worker from the last commit.
-            self.set_shutdown()
-            raise
+            # Crash the whole worker, not this service alone: the process exits non-zero
+            # and its supervisor restarts it from the last commit.
+            await self.crash(error)
 
     async def on_stop(self) -> None:
         if self._task is not None:
@@ -120,6 +120,7 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
+            engine.fold_committed()  # a scrape sees every count committed so far
             # aiohttp refuses a charset in content_type=, so the header carries it.
             return self.bytes(
                 generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

@@ -1,17 +1,22 @@
 """Prometheus metrics: every metric Declic exports is built here, on an injectable registry.
 
 The hot path never touches a Prometheus object per event: it counts into a
-`BatchTally` (plain dicts) and the tally is folded into the metrics once per
-checkpoint.
+`BatchTally` (plain dicts). Committed tallies are merged and folded into the
+metrics about once a second, not per checkpoint: folding costs one label lookup
+per distinct key, which short checkpoint intervals would otherwise pay many
+times over.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
+from prometheus_client.core import CounterMetricFamily
 
 from engine.core.outcomes import Evaluation, Outcome
 
@@ -26,7 +31,7 @@ class BatchTally:
     """Counts gathered while processing records, folded into metrics at checkpoint.
 
     Evaluations are counted raw per event (``count_evaluations``, one C-level update) and
-    turned into ``evaluations`` and ``trigger_hours`` by ``settle``, once per checkpoint.
+    turned into ``evaluations`` and ``trigger_hours`` by ``settle``, once per fold.
     """
 
     events_read: Counter[str] = field(default_factory=Counter)
@@ -54,6 +59,20 @@ class BatchTally:
             counts = self.raw_evaluations[trigger_hour] = Counter()
         counts.update(evaluations)
 
+    def merge(self, other: BatchTally) -> None:
+        """Add ``other``'s counts to this tally."""
+        for name in _COUNTER_FIELDS:
+            counter: Counter[object] = getattr(self, name)
+            counter.update(getattr(other, name))
+        for hour, counts in other.raw_evaluations.items():
+            mine = self.raw_evaluations.get(hour)
+            if mine is None:
+                self.raw_evaluations[hour] = Counter(counts)
+            else:
+                mine.update(counts)
+        self.profile_updates += other.profile_updates
+        self.delivery_latencies.extend(other.delivery_latencies)
+
     def settle(self) -> None:
         """Fold the raw evaluation counts into ``evaluations`` and ``trigger_hours``."""
         for hour, counts in self.raw_evaluations.items():
@@ -62,6 +81,53 @@ class BatchTally:
                 if hour is not None and outcome not in NOT_A_TRIGGER:
                     self.trigger_hours[(engagement_id, hour)] += count
         self.raw_evaluations.clear()
+
+
+_COUNTER_FIELDS = tuple(
+    name for name, kind in BatchTally.__annotations__.items() if kind.startswith("Counter[")
+)
+
+
+LabelValues = TypeVar("LabelValues", bound=tuple[str, ...])
+
+
+class CountsByLabels(Generic[LabelValues]):
+    """A Prometheus counter with many label sets, added to a whole mapping at a time.
+
+    ``labels(...).inc()`` takes a lock and a lookup per label set: with one set per
+    engagement and outcome, that was most of the cost of recording a tally.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._counts: Counter[LabelValues] = Counter()
+        registry.register(self)
+
+    def add(self, counts: Mapping[LabelValues, int]) -> None:
+        """Add ``counts``, keyed by label values in ``labelnames`` order."""
+        self._counts.update(counts)
+
+    def describe(self) -> list[CounterMetricFamily]:
+        """Describe the metric without its samples (the registry checks names with it)."""
+        return [self._family()]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """Yield the metric with one sample per label set."""
+        family = self._family()
+        for labels, count in self._counts.items():
+            family.add_metric(labels, count)
+        yield family
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
 
 class EngineMetrics:
@@ -79,7 +145,7 @@ class EngineMetrics:
             ["topic", "event"],
             registry=reg,
         )
-        self.evaluations = PromCounter(
+        self.evaluations: CountsByLabels[tuple[str, str]] = CountsByLabels(
             "declic_evaluations",
             "Engagements evaluated against a trigger event, by outcome",
             ["engagement", "outcome"],
@@ -171,13 +237,12 @@ class EngineMetrics:
         )
 
     def record(self, tally: BatchTally) -> None:
-        """Fold a checkpoint's tally into the metrics."""
+        """Fold committed counts into the metrics; settle ``tally`` first."""
         for topic, count in tally.events_read.items():
             self.events_read.labels(topic).inc(count)
         for (topic, event), count in tally.trigger_events.items():
             self.trigger_events.labels(topic, event).inc(count)
-        for (engagement, outcome), count in tally.evaluations.items():
-            self.evaluations.labels(engagement, outcome).inc(count)
+        self.evaluations.add(tally.evaluations)
         for (engagement, variant, test), count in tally.deliveries.items():
             self.deliveries.labels(engagement, variant, test).inc(count)
         for (engagement, variant, kind, first, test), count in tally.impressions.items():

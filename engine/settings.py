@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     max_event_age_seconds: float = Field(3600.0, gt=0)
     max_future_seconds: float = Field(300.0, ge=0)
     checkpoint_interval_seconds: float = Field(
-        0.2, gt=0, le=60, description="How often outputs, state and offsets are committed"
+        0.05, gt=0, le=60, description="How often outputs, state and offsets are committed"
     )
     max_batch_records: int = Field(10_000, ge=1, le=1_000_000)
     transaction_timeout_seconds: float = Field(15.0, ge=1, le=900)

@@ -109,6 +109,15 @@ class WorkerProcess:
         with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the worker to exit on its own; return its status (None if still running)."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout: float = 60.0) -> int | None:
         """Stop gracefully (SIGTERM), or kill after timeout; return the exit status."""
         return self._end(signal.SIGTERM, timeout)

@@ -103,6 +103,7 @@ def _checkpoint(processor: PartitionProcessor, now_ms: int) -> int:
     staged, outbox = processor.freeze_checkpoint()
     count = len(outbox.records) + len(staged)
     processor.store.commit_frozen(None)
+    outbox.tally.settle()
     processor.stats.fold(outbox.tally, now_ms)
     return count
 

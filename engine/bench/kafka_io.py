@@ -19,8 +19,11 @@ from engine.settings import Settings
 from engine.stream.tail import read_to_end
 from engine.stream.topics import partitions_of
 
+BULK_LINGER_MS = 20
+# Events published at a fixed rate are timed from their timestamp: a backend service sends
+# them as they happen, so they wait in the producer no longer than this.
+PROMPT_LINGER_MS = 2
 PRODUCER_OPTIONS: dict[str, Any] = {
-    "linger_ms": 20,
     "max_batch_size": 256 * 1024,
     "compression_type": None,
 }
@@ -30,9 +33,11 @@ class BenchError(DeclicError):
     """Raise when the benchmark cannot run or a measured step does not finish."""
 
 
-def bulk_producer(settings: Settings) -> AIOKafkaProducer:
-    """Return a producer tuned for throughput (linger, big batches)."""
-    return AIOKafkaProducer(**settings.kafka_client_options(), **PRODUCER_OPTIONS)
+def bulk_producer(settings: Settings, linger_ms: int = BULK_LINGER_MS) -> AIOKafkaProducer:
+    """Return a producer tuned for throughput (big batches, `linger_ms` to fill them)."""
+    return AIOKafkaProducer(
+        **settings.kafka_client_options(), **PRODUCER_OPTIONS, linger_ms=linger_ms
+    )
 
 
 async def send_all(

@@ -79,7 +79,7 @@ async def _publish_at_rate(settings: Settings, options: BenchOptions) -> tuple[i
     """Publish at `rate` events/s in batches every 10 ms for `duration`; return count, start."""
     assert options.rate is not None
     source = EventSource(options.users, options.seed + 1)
-    producer = kafka_io.bulk_producer(settings)
+    producer = kafka_io.bulk_producer(settings, kafka_io.PROMPT_LINGER_MS)
     await producer.start()
     sent = 0
     started = time.time()

@@ -29,17 +29,31 @@ _TWO_POW_53: Final = float(2**53)
 _FIRST_8_BYTES: Final = Struct(">Q").unpack_from
 
 
-def bucket(seed: str, engagement_id: str, user_id: str) -> float:
-    """Return the user's position in [0, 1) for ``seed`` and ``engagement_id``."""
-    digest = sha256(f"{seed}:{engagement_id}:{user_id}".encode()).digest()
-    first_8_bytes: int = _FIRST_8_BYTES(digest)[0]
+def hash_prefix(seed: str, engagement_id: str) -> bytes:
+    """Return the hashed text's part before the user id, to encode once per engagement."""
+    return f"{seed}:{engagement_id}:".encode()
+
+
+def bucket_of(prefix: bytes, user_key: bytes) -> float:
+    """Return the position in [0, 1) of the user id ``user_key`` (UTF-8) after ``prefix``."""
+    first_8_bytes: int = _FIRST_8_BYTES(sha256(prefix + user_key).digest())[0]
     return (first_8_bytes >> 11) / _TWO_POW_53
 
 
-def in_percent(percent: float, seed: str, engagement_id: str, user_id: str) -> bool:
+def bucket(seed: str, engagement_id: str, user_id: str) -> float:
+    """Return the user's position in [0, 1) for ``seed`` and ``engagement_id``."""
+    return bucket_of(hash_prefix(seed, engagement_id), user_id.encode())
+
+
+def sampled_in(percent: float, prefix: bytes, user_key: bytes) -> bool:
     """Return whether the user falls within the first ``percent`` percent of buckets."""
     if percent >= 100:
         return True
     if percent <= 0:
         return False
-    return bucket(seed, engagement_id, user_id) * 100 < percent
+    return bucket_of(prefix, user_key) * 100 < percent
+
+
+def in_percent(percent: float, seed: str, engagement_id: str, user_id: str) -> bool:
+    """Return whether the user falls within the first ``percent`` percent of buckets."""
+    return sampled_in(percent, hash_prefix(seed, engagement_id), user_id.encode())

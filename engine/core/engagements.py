@@ -15,6 +15,7 @@ from math import isfinite
 from types import MappingProxyType
 from typing import Final
 
+from engine.core.bucketing import AUDIENCE_SEED, hash_prefix
 from engine.core.conversions import ConversionRule, compile_conversion
 from engine.core.counters import CountFilter, compile_count_filter
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
@@ -66,6 +67,7 @@ class Engagement:
     start_order_ms: int  # priority tie-break: earliest start first, open start earliest
     reeligible_after_ms: int | None
     evaluations: Mapping[Outcome, Evaluation]
+    sample_prefix: bytes  # hashed before the user id to place the user in ``percent``
 
 
 class _Fields:
@@ -234,4 +236,5 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         reeligible_after_ms=None if after_seconds is None else round(after_seconds * 1000),
         # Evaluations are immutable, so share one per outcome instead of one per event.
         evaluations={outcome: Evaluation(engagement_id, version, outcome) for outcome in Outcome},
+        sample_prefix=hash_prefix(AUDIENCE_SEED, engagement_id),
     )

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.core.bucketing import AUDIENCE_SEED, in_percent
+from engine.core.bucketing import sampled_in
 from engine.core.catalog import Catalog
 from engine.core.conversions import ConversionWatch
 from engine.core.counters import counts_hold
@@ -133,7 +133,7 @@ def evaluate(
     properties = event.properties
     profile = user.attributes
     last_delivered = user.last_delivered
-    user_id = event.user_id
+    user_key = event.user_id.encode()  # hashed after each sampled candidate's prefix
     # Once per event, not per candidate: the zone depends on the event and profile only.
     local_zone = (
         user_zone(event.device, profile, policy.default_zone) if plan.uses_local_time else None
@@ -157,8 +157,8 @@ def evaluate(
             and not counts_hold(engagement.count_filters, user.event_times, timestamp_ms)
         ):
             outcome = _AUDIENCE_MISS
-        elif engagement.percent < 100 and not in_percent(
-            engagement.percent, AUDIENCE_SEED, engagement.id, user_id
+        elif engagement.percent < 100 and not sampled_in(
+            engagement.percent, engagement.sample_prefix, user_key
         ):
             outcome = _SAMPLED_OUT
         elif (pending and engagement.id in pending) or (

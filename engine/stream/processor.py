@@ -313,7 +313,6 @@ class PartitionProcessor:
     def take_outbox(self) -> Outbox:
         """Hand the outbox to the checkpoint and start a new one."""
         outbox, self.outbox = self.outbox, Outbox()
-        outbox.tally.settle()
         if len(self._users) > USER_CACHE_LIMIT:
             self._users.clear()
         return outbox

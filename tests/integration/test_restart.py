@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from engine.worker_process import WorkerProcess
-from tests.integration.conftest import Harness
+from tests.integration.conftest import Harness, _free_port
 from tests.integration.test_engine import _custom, _engagement, _id
 
 pytestmark = pytest.mark.integration
@@ -114,3 +114,29 @@ async def test_pending_deliveries_survive_sigkill_exactly_once(harness: Harness)
     later = [r for r in records if r["engagement_id"] == engagement_id]
     assert sorted(r["user_id"] for r in later) == sorted(waiting)
     assert len({r["delivery_id"] for r in later}) == len(later)
+
+
+async def test_worker_exits_non_zero_when_its_state_cannot_open(
+    harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The group's state directory is a plain file: the worker starts, joins, and then
+    # cannot open any partition's state. It must stop for its supervisor to see, not linger.
+    run = _id("broken")
+    settings = harness.settings.model_copy(
+        update={
+            "topic_prefix": f"{run}-",
+            "worker_id": f"{run}-worker",
+            "web_port": _free_port(),
+            "data_dir": tmp_path_factory.mktemp("broken-data"),
+        }
+    )
+    (settings.data_dir / f"{settings.topic_prefix}{settings.app_id}").write_text("")
+    broken = WorkerProcess(settings, tmp_path_factory.mktemp("broken-logs") / "worker.log")
+    broken.start()
+    try:
+        status = await asyncio.to_thread(broken.wait_exit, 120.0)
+    finally:
+        broken.stop()
+    log = broken.log_path.read_text(errors="replace")
+    assert status not in (None, 0), log
+    assert "engine stopped on an unrecoverable error" in log

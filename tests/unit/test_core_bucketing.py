@@ -12,7 +12,10 @@ from engine.core.bucketing import (
     HASH_VERSION,
     VARIANT_SEED,
     bucket,
+    bucket_of,
+    hash_prefix,
     in_percent,
+    sampled_in,
 )
 
 USERS = [f"user-{index}" for index in range(10_000)]
@@ -48,6 +51,18 @@ def test_matches_reference_formula() -> None:
         for seed in (AUDIENCE_SEED, VARIANT_SEED):
             assert bucket(seed, "spring-sale", user_id) == _reference_bucket(
                 seed, "spring-sale", user_id
+            )
+
+
+def test_prefixed_form_is_the_same_formula() -> None:
+    # The matcher encodes the engagement's part once and hashes it with each user's id.
+    prefix = hash_prefix(AUDIENCE_SEED, "spring-sale")
+    for user_id in [*USERS[:200], "usér-ü-🙂"]:
+        expected = _reference_bucket(AUDIENCE_SEED, "spring-sale", user_id)
+        assert bucket_of(prefix, user_id.encode()) == expected
+        for percent in (0, 12.5, 50, 100):
+            assert sampled_in(percent, prefix, user_id.encode()) == in_percent(
+                percent, AUDIENCE_SEED, "spring-sale", user_id
             )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.structs import TopicPartition
+from prometheus_client import generate_latest
 
 from engine.bench.hot_path import consumer_records
 from engine.bench.plot import latency_points, throughput_points
@@ -16,7 +17,7 @@ from engine.core.catalog import Catalog
 from engine.core.engagements import compile_engagement
 from engine.core.outcomes import Evaluation, Outcome
 from engine.core.policy import MatchPolicy
-from engine.metrics import BatchTally
+from engine.metrics import BatchTally, EngineMetrics
 from engine.schemas import apply_engagement_defaults
 from engine.settings import load_settings
 from engine.state.store import PartitionStore
@@ -117,6 +118,40 @@ def test_a_tally_settles_evaluations_and_trigger_hours() -> None:
     # A filter miss is no trigger; a release (no hour) is counted when its event was.
     assert tally.trigger_hours == {("welcome", 10): 1, ("nudge", 10): 1, ("nudge", 11): 1}
     assert tally.raw_evaluations == {}
+
+
+def test_merged_tallies_settle_to_the_sum_of_their_counts() -> None:
+    delivered = Evaluation("welcome", 1, Outcome.DELIVERED)
+    capped = Evaluation("nudge", 2, Outcome.FREQUENCY_CAPPED)
+    first, second = BatchTally(), BatchTally()
+    first.count_evaluations([delivered, capped], trigger_hour=10)
+    first.events_read["sessions"] += 2
+    first.delivery_latencies.append(0.05)
+    second.count_evaluations([delivered], trigger_hour=10)
+    second.count_evaluations([capped], trigger_hour=11)
+    second.events_read["sessions"] += 1
+    second.events_read["custom-events"] += 1
+    second.profile_updates = 3
+    second.delivery_latencies.append(0.07)
+    first.merge(second)
+    first.settle()
+    assert first.evaluations == {("welcome", "delivered"): 2, ("nudge", "frequency_capped"): 2}
+    assert first.trigger_hours == {("welcome", 10): 2, ("nudge", 10): 1, ("nudge", 11): 1}
+    assert first.events_read == {"sessions": 3, "custom-events": 1}
+    assert first.profile_updates == 3
+    assert first.delivery_latencies == [0.05, 0.07]
+
+
+def test_evaluation_counts_are_exported_as_one_counter_family() -> None:
+    metrics = EngineMetrics()
+    tally = BatchTally()
+    tally.count_evaluations([Evaluation("welcome", 1, Outcome.DELIVERED)] * 2, trigger_hour=10)
+    tally.settle()
+    metrics.record(tally)
+    metrics.record(tally)
+    text = generate_latest(metrics.registry).decode()
+    assert "# TYPE declic_evaluations_total counter" in text
+    assert 'declic_evaluations_total{engagement="welcome",outcome="delivered"} 4.0' in text
 
 
 def test_plot_points_are_rates_and_per_second_percentiles() -> None:
