@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily
 
+from engine.core.matcher import OutcomeBits
 from engine.core.outcomes import Evaluation, Outcome
+from engine.core.plan import BitCounts, TriggerPlan
 
 # Event-to-delivery latency buckets, in seconds: from 5 ms to 10 minutes (delayed messages).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
@@ -38,6 +40,10 @@ class BatchTally:
     trigger_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Epoch hour of the trigger event (None for releases of delayed deliveries) -> counts.
     raw_evaluations: dict[int | None, Counter[Evaluation]] = field(default_factory=dict)
+    # (epoch hour of the trigger event, plan, outcome) -> how often each candidate had it.
+    raw_outcome_bits: dict[tuple[int, TriggerPlan, Outcome], BitCounts] = field(
+        default_factory=dict
+    )
     evaluations: Counter[tuple[str, str]] = field(default_factory=Counter)
     # (engagement, epoch hour of the event): trigger events that passed the trigger's filters
     trigger_hours: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -59,22 +65,36 @@ class BatchTally:
             counts = self.raw_evaluations[trigger_hour] = Counter()
         counts.update(evaluations)
 
+    def count_outcome_bits(self, outcome_bits: list[OutcomeBits], trigger_hour: int) -> None:
+        """Count one event's candidate outcomes, a few int operations per outcome."""
+        raw = self.raw_outcome_bits
+        for plan, outcome, bits in outcome_bits:
+            key = (trigger_hour, plan, outcome)
+            counts = raw.get(key)
+            if counts is None:
+                counts = raw[key] = BitCounts()
+            counts.add(bits)
+
     def merge(self, other: BatchTally) -> None:
         """Add ``other``'s counts to this tally."""
         for name in _COUNTER_FIELDS:
             counter: Counter[object] = getattr(self, name)
             counter.update(getattr(other, name))
-        for hour, counts in other.raw_evaluations.items():
-            mine = self.raw_evaluations.get(hour)
-            if mine is None:
-                self.raw_evaluations[hour] = Counter(counts)
-            else:
-                mine.update(counts)
+        for hour, evaluations in other.raw_evaluations.items():
+            self.raw_evaluations.setdefault(hour, Counter()).update(evaluations)
+        for key, bit_counts in other.raw_outcome_bits.items():
+            self.raw_outcome_bits.setdefault(key, BitCounts()).merge(bit_counts)
         self.profile_updates += other.profile_updates
         self.delivery_latencies.extend(other.delivery_latencies)
 
     def settle(self) -> None:
         """Fold the raw evaluation counts into ``evaluations`` and ``trigger_hours``."""
+        for (trigger_hour, plan, outcome), bit_counts in self.raw_outcome_bits.items():
+            expanded = self.raw_evaluations.setdefault(trigger_hour, Counter())
+            candidates = plan.candidates
+            for index, count in bit_counts.counts().items():
+                expanded[candidates[index].evaluations[outcome]] += count
+        self.raw_outcome_bits.clear()
         for hour, counts in self.raw_evaluations.items():
             for (engagement_id, _, outcome), count in counts.items():
                 self.evaluations[(engagement_id, outcome.value)] += count

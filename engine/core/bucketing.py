@@ -34,10 +34,36 @@ def hash_prefix(seed: str, engagement_id: str) -> bytes:
     return f"{seed}:{engagement_id}:".encode()
 
 
+def position_of(prefix: bytes, user_key: bytes) -> int:
+    """Return the 53-bit position of the user id ``user_key`` (UTF-8) after ``prefix``."""
+    first_8_bytes: int = _FIRST_8_BYTES(sha256(prefix + user_key).digest())[0]
+    return first_8_bytes >> 11
+
+
 def bucket_of(prefix: bytes, user_key: bytes) -> float:
     """Return the position in [0, 1) of the user id ``user_key`` (UTF-8) after ``prefix``."""
-    first_8_bytes: int = _FIRST_8_BYTES(sha256(prefix + user_key).digest())[0]
-    return (first_8_bytes >> 11) / _TWO_POW_53
+    return position_of(prefix, user_key) / _TWO_POW_53
+
+
+def sample_threshold(percent: float) -> int:
+    """Return how many 53-bit positions fall in the first ``percent`` percent.
+
+    ``position < sample_threshold(percent)`` decides exactly as ``bucket * 100 < percent``
+    (that float expression grows with the position, so a binary search finds where it
+    turns), with an integer comparison instead of float arithmetic per user.
+    """
+    if percent >= 100:
+        return 2**53
+    if percent <= 0:
+        return 0
+    low, high = 0, 2**53  # the answer lies in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if middle / _TWO_POW_53 * 100 < percent:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def bucket(seed: str, engagement_id: str, user_id: str) -> float:

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
 from engine.core.counters import CountSpec, merge_count_specs
 from engine.core.engagements import ARCHIVED, Engagement
 from engine.core.events import CUSTOM_PREFIX
+from engine.core.plan import NO_PLAN, TriggerPlan
 
 OTHER_EVENT_LABEL: Final = "other"
 
 _NO_CANDIDATES: Final[tuple[Engagement, ...]] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerPlan:
-    """Everything the matcher needs per trigger key, found with one lookup per event."""
-
-    candidates: tuple[Engagement, ...]
-    count_spec: CountSpec | None  # set when active event-count filters count these events
-    uses_local_time: bool  # some candidate has a local-time schedule
-
-
-_NO_PLAN: Final = TriggerPlan(_NO_CANDIDATES, None, False)
 
 
 def _evaluation_order(engagement: Engagement) -> tuple[int, int, str]:
@@ -79,12 +67,7 @@ class Catalog:
         }
         self._plans = {
             key: TriggerPlan(
-                self._by_trigger.get(key, _NO_CANDIDATES),
-                self._count_specs_by_key.get(key),
-                any(
-                    item.clock is not None and item.clock.local_time
-                    for item in self._by_trigger.get(key, _NO_CANDIDATES)
-                ),
+                self._by_trigger.get(key, _NO_CANDIDATES), self._count_specs_by_key.get(key)
             )
             for key in self._by_trigger.keys() | self._count_specs_by_key.keys()
         }
@@ -159,7 +142,7 @@ class Catalog:
 
     def plan(self, trigger_key: str) -> TriggerPlan:
         """Return the candidates and per-event work for events with ``trigger_key``."""
-        return self._plans.get(trigger_key, _NO_PLAN)
+        return self._plans.get(trigger_key, NO_PLAN)
 
     def label_for_event_name(self, name: str) -> str:
         """Return ``name`` if an engagement uses it, else "other": bounds metric labels."""

@@ -15,11 +15,11 @@ from math import isfinite
 from types import MappingProxyType
 from typing import Final
 
-from engine.core.bucketing import AUDIENCE_SEED, hash_prefix
+from engine.core.bucketing import AUDIENCE_SEED, hash_prefix, sample_threshold
 from engine.core.conversions import ConversionRule, compile_conversion
 from engine.core.counters import CountFilter, compile_count_filter
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
-from engine.core.operators import Predicate, compile_filters
+from engine.core.operators import Atom, Predicate, compile_atoms, conjunction
 from engine.core.outcomes import Evaluation, Outcome
 from engine.core.pending import CancelRule, compile_cancel_rules
 from engine.core.schedule import ClockRules, compile_schedule
@@ -68,6 +68,9 @@ class Engagement:
     reeligible_after_ms: int | None
     evaluations: Mapping[Outcome, Evaluation]
     sample_prefix: bytes  # hashed before the user id to place the user in ``percent``
+    sample_threshold: int  # users whose position is below it are in ``percent``
+    where_atoms: tuple[Atom, ...]  # ``where`` is their conjunction
+    audience_atoms: tuple[Atom, ...]  # ``audience`` is their conjunction
 
 
 class _Fields:
@@ -132,8 +135,8 @@ def _trigger_key(trigger: Mapping[str, object]) -> str:
     raise _FIELDS.fail(f"unknown trigger event {event!r}")
 
 
-def _audience(filters: list[object]) -> tuple[Predicate, tuple[CountFilter, ...]]:
-    """Split audience filters into one attribute predicate and the event-count filters."""
+def _audience(filters: list[object]) -> tuple[tuple[Atom, ...], tuple[CountFilter, ...]]:
+    """Split audience filters into attribute filters and event-count filters."""
     attribute_specs: list[object] = []
     count_filters: list[CountFilter] = []
     for spec in filters:
@@ -141,7 +144,7 @@ def _audience(filters: list[object]) -> tuple[Predicate, tuple[CountFilter, ...]
             count_filters.append(compile_count_filter(spec))
         else:
             attribute_specs.append(spec)
-    return compile_filters(attribute_specs, "attribute"), tuple(count_filters)
+    return compile_atoms(attribute_specs, "attribute"), tuple(count_filters)
 
 
 def _element_metrics(specs: list[object]) -> Mapping[str, str]:
@@ -191,7 +194,8 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         raise fields.fail("trigger cancel_on needs delay_seconds: only a delay can be cancelled")
     schedule = compile_schedule(fields.mapping(document, "schedule"))
     audience = fields.mapping(document, "audience")
-    attribute_filter, count_filters = _audience(fields.array(audience, "filters"))
+    audience_atoms, count_filters = _audience(fields.array(audience, "filters"))
+    where_atoms = compile_atoms(fields.array(trigger, "where"), "property")
     percent = fields.number(audience, "percent")
     if percent is None:
         percent = 100.0
@@ -210,10 +214,10 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         status=status,
         priority=priority,
         trigger_key=_trigger_key(trigger),
-        where=compile_filters(fields.array(trigger, "where"), "property"),
+        where=conjunction(where_atoms),
         schedule_start_ms=schedule.start_ms,
         schedule_end_ms=schedule.end_ms,
-        audience=attribute_filter,
+        audience=conjunction(audience_atoms),
         percent=percent,
         message=message,
         reeligible_after_seconds=after_seconds,
@@ -237,4 +241,7 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         # Evaluations are immutable, so share one per outcome instead of one per event.
         evaluations={outcome: Evaluation(engagement_id, version, outcome) for outcome in Outcome},
         sample_prefix=hash_prefix(AUDIENCE_SEED, engagement_id),
+        sample_threshold=sample_threshold(percent),
+        where_atoms=where_atoms,
+        audience_atoms=audience_atoms,
     )

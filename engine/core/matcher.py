@@ -28,6 +28,11 @@ outcome is reported, from the first check that fails, in this order:
 
 A delayed winner (``delay_seconds``) is not delivered: it is returned in ``scheduled`` and
 stored on the user, and reports no outcome now (its cancel or release will).
+
+The checks run on all candidates at once, as bits of an int (see ``plan``): property and
+attribute filters through indexes by key, so an event costs a lookup per key rather than
+a call per candidate; only schedules, event counts, sampling and the user's history are
+looked at candidate by candidate, and only for candidates still in the running.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.core.bucketing import sampled_in
+from engine.core.bucketing import position_of
 from engine.core.catalog import Catalog
 from engine.core.conversions import ConversionWatch
 from engine.core.counters import counts_hold
@@ -43,9 +48,9 @@ from engine.core.deliveries import delivery_id, delivery_record
 from engine.core.engagements import Engagement
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
 from engine.core.local_time import user_zone, wall_clock_ms
-from engine.core.operators import always_true
 from engine.core.outcomes import Evaluation, Outcome
 from engine.core.pending import PendingDelivery
+from engine.core.plan import TriggerPlan, bit_indexes
 from engine.core.policy import DEFAULT_POLICY, MatchPolicy
 from engine.core.state import UserState
 from engine.core.timestamps import format_timestamp
@@ -63,22 +68,37 @@ __all__ = [
 ]
 
 
+# (plan, outcome, candidates as bits): the outcome of every candidate whose bit is set.
+OutcomeBits = tuple[TriggerPlan, Outcome, int]
+
+
 # Not frozen: a frozen dataclass pays object.__setattr__ per field, ~1 µs per event here.
 @dataclass(slots=True)
 class MatchResult:
     """What one event did: outcomes, records to emit, delays, and whether to persist.
 
-    Treat it as read-only. ``evaluations`` lists cancellations first, then candidates in
-    priority order (a delayed winner is absent). ``scheduled`` are new pending deliveries
-    to index by due time; ``cancelled`` are pending deliveries to drop from that index.
+    Treat it as read-only. ``leading`` are the cancellations' evaluations; ``outcome_bits``
+    give the candidates' outcomes as sets of candidates (a delayed winner is in none);
+    ``evaluations`` lists both, one per engagement. ``scheduled`` are new pending
+    deliveries to index by due time; ``cancelled`` are pending deliveries to drop from it.
     """
 
-    evaluations: list[Evaluation] = field(default_factory=list)
+    leading: list[Evaluation] = field(default_factory=list)
+    outcome_bits: list[OutcomeBits] = field(default_factory=list)
     deliveries: list[dict[str, object]] = field(default_factory=list)
     scheduled: Sequence[PendingDelivery] = ()
     cancelled: Sequence[PendingDelivery] = ()
     conversions: Sequence[dict[str, object]] = ()
     user_changed: bool = False
+
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        """Return the cancellations, then one evaluation per candidate in priority order."""
+        by_index: dict[int, Evaluation] = {}
+        for plan, outcome, bits in self.outcome_bits:
+            for index in bit_indexes(bits):
+                by_index[index] = plan.candidates[index].evaluations[outcome]
+        return [*self.leading, *(by_index[index] for index in sorted(by_index))]
 
 
 # Module constants: enum attribute access costs ~100 ns, paid per candidate otherwise.
@@ -111,106 +131,163 @@ def evaluate(
 ) -> MatchResult:
     """Evaluate ``event`` for ``user``; mutate ``user`` (profile, history) as it goes."""
     plan = catalog.plan(event.trigger_key)
-    candidates = plan.candidates
-    timestamp_ms = event.timestamp_ms
     if is_stale(event, now_ms, policy):
-        return MatchResult([candidate.evaluations[_STALE] for candidate in candidates])
+        return MatchResult(outcome_bits=[(plan, _STALE, plan.everyone)] if plan.everyone else [])
 
-    user_changed = user.merge_attributes(event.attributes, timestamp_ms)
-    evaluations: list[Evaluation] = []
-    deliveries: list[dict[str, object]] = []
-    scheduled: Sequence[PendingDelivery] = ()
-    cancelled: Sequence[PendingDelivery] = ()
-    conversions: Sequence[dict[str, object]] = ()
+    timestamp_ms = event.timestamp_ms
+    result = MatchResult(user_changed=user.merge_attributes(event.attributes, timestamp_ms))
     if plan.count_spec is not None:
         user.count_event(event.event_name, timestamp_ms, catalog.counted_events)
-        user_changed = True
-    pending = user.pending
-    if (pending or user.watches) and event.trigger_key.startswith(CUSTOM_PREFIX):
-        cancelled, conversions, changed = _cancel_and_convert(event, user, catalog, evaluations)
-        user_changed = user_changed or changed
+        result.user_changed = True
+    if (user.pending or user.watches) and event.trigger_key.startswith(CUSTOM_PREFIX):
+        _cancel_and_convert(event, user, catalog, result)
+    if plan.everyone:
+        _match_candidates(plan, event, user, result, now_ms=now_ms, policy=policy)
+    return result
 
-    properties = event.properties
+
+def _match_candidates(
+    plan: TriggerPlan,
+    event: TriggerEvent,
+    user: UserState,
+    result: MatchResult,
+    *,
+    now_ms: int,
+    policy: MatchPolicy,
+) -> None:
+    """Give every candidate of ``plan`` its outcome; act on the winner, if any.
+
+    Each check takes the candidates still in the running (``remaining``), as bits, and
+    removes those it fails: the first failing check gives a candidate its outcome.
+    """
+    outcome_bits = result.outcome_bits
+    timestamp_ms = event.timestamp_ms
     profile = user.attributes
-    last_delivered = user.last_delivered
-    user_key = event.user_id.encode()  # hashed after each sampled candidate's prefix
+    remaining = plan.everyone
+    for outcome, failing in (
+        (_INACTIVE, plan.inactive),
+        (_FILTER_MISS, plan.where.failing(event.properties)),
+    ):
+        if failing := failing & remaining:
+            outcome_bits.append((plan, outcome, failing))
+            remaining ^= failing
     # Once per event, not per candidate: the zone depends on the event and profile only.
     local_zone = (
         user_zone(event.device, profile, policy.default_zone) if plan.uses_local_time else None
     )
-    local_wall_ms = timestamp_ms if local_zone is None else wall_clock_ms(timestamp_ms, local_zone)
-    capped: bool | None = None  # computed once, by the first candidate that needs it
-    won = False
-    for engagement in candidates:
-        if not engagement.is_active:
-            outcome = _INACTIVE
-        # Skipping a call to the empty filter saves more than the identity test costs.
-        elif (where := engagement.where) is not always_true and not where(properties):
-            outcome = _FILTER_MISS
-        elif not engagement.window_start_ms <= timestamp_ms < engagement.window_end_ms or (
-            (clock := engagement.clock) is not None
+    if remaining & plan.scheduled:
+        local_wall_ms = (
+            timestamp_ms if local_zone is None else wall_clock_ms(timestamp_ms, local_zone)
+        )
+        scheduled = remaining & plan.scheduled
+        if failing := _outside_schedule(plan, scheduled, timestamp_ms, local_wall_ms):
+            outcome_bits.append((plan, _OUTSIDE_SCHEDULE, failing))
+            remaining ^= failing
+    if not remaining:
+        return
+    failing = plan.audience.failing(profile) & remaining
+    if counted := (remaining ^ failing) & plan.counted:
+        failing |= _count_misses(plan, counted, user, timestamp_ms)
+    if failing:
+        outcome_bits.append((plan, _AUDIENCE_MISS, failing))
+        remaining ^= failing
+    if (sampled := remaining & plan.sampled) and (
+        failing := _sampled_out(plan, sampled, event.user_id.encode())
+    ):
+        outcome_bits.append((plan, _SAMPLED_OUT, failing))
+        remaining ^= failing
+    if remaining and (failing := _not_re_eligible(plan, user, timestamp_ms) & remaining):
+        outcome_bits.append((plan, _NOT_RE_ELIGIBLE, failing))
+        remaining ^= failing
+    if (failing := remaining & plan.obeys_caps) and user.is_capped(
+        timestamp_ms, policy.frequency_caps
+    ):
+        outcome_bits.append((plan, _FREQUENCY_CAPPED, failing))
+        remaining ^= failing
+    if not remaining:
+        return
+    winner = remaining & -remaining
+    if remaining ^ winner:
+        outcome_bits.append((plan, _LOWER_PRIORITY, remaining ^ winner))
+    result.user_changed = True
+    won = _win(
+        plan.candidates[winner.bit_length() - 1],
+        event,
+        user,
+        now_ms=now_ms,
+        policy=policy,
+        zone_name=None if local_zone is None else local_zone.key,
+        deliveries=result.deliveries,
+    )
+    if isinstance(won, PendingDelivery):
+        result.scheduled = (won,)  # delayed: reported by its cancel or release
+    else:
+        outcome_bits.append((plan, won, winner))
+
+
+def _outside_schedule(plan: TriggerPlan, bits: int, timestamp_ms: int, local_wall_ms: int) -> int:
+    failing = 0
+    for index in bit_indexes(bits):
+        engagement = plan.candidates[index]
+        clock = engagement.clock
+        if not engagement.window_start_ms <= timestamp_ms < engagement.window_end_ms or (
+            clock is not None
             and not clock.holds(local_wall_ms if clock.local_time else timestamp_ms)
         ):
-            outcome = _OUTSIDE_SCHEDULE
-        elif ((audience := engagement.audience) is not always_true and not audience(profile)) or (
-            engagement.count_filters
-            and not counts_hold(engagement.count_filters, user.event_times, timestamp_ms)
-        ):
-            outcome = _AUDIENCE_MISS
-        elif engagement.percent < 100 and not sampled_in(
-            engagement.percent, engagement.sample_prefix, user_key
-        ):
-            outcome = _SAMPLED_OUT
-        elif (pending and engagement.id in pending) or (
-            # Inlined re-eligibility (a call per candidate costs more than the test): a
-            # previous delivery blocks forever without after_ms, else for after_ms.
-            (last_ms := last_delivered.get(engagement.id)) is not None
-            and (
-                (after_ms := engagement.reeligible_after_ms) is None
-                or timestamp_ms - last_ms < after_ms
-            )
-        ):
-            outcome = _NOT_RE_ELIGIBLE
-        elif not engagement.ignore_frequency_caps and (
-            capped
-            if capped is not None
-            else (capped := user.is_capped(timestamp_ms, policy.frequency_caps))
-        ):
-            outcome = _FREQUENCY_CAPPED
-        elif won:
-            outcome = _LOWER_PRIORITY
-        else:
-            won = user_changed = True
-            won_outcome = _win(
-                engagement,
-                event,
-                user,
-                now_ms=now_ms,
-                policy=policy,
-                zone_name=None if local_zone is None else local_zone.key,
-                deliveries=deliveries,
-            )
-            if isinstance(won_outcome, PendingDelivery):
-                scheduled = (won_outcome,)
-                continue  # delayed: reported by its cancel or release
-            outcome = won_outcome
-        evaluations.append(engagement.evaluations[outcome])
-    return MatchResult(evaluations, deliveries, scheduled, cancelled, conversions, user_changed)
+            failing |= 1 << index
+    return failing
+
+
+def _count_misses(plan: TriggerPlan, bits: int, user: UserState, timestamp_ms: int) -> int:
+    failing = 0
+    for index in bit_indexes(bits):
+        if not counts_hold(plan.candidates[index].count_filters, user.event_times, timestamp_ms):
+            failing |= 1 << index
+    return failing
+
+
+def _sampled_out(plan: TriggerPlan, bits: int, user_key: bytes) -> int:
+    failing = 0
+    candidates = plan.candidates
+    for index in bit_indexes(bits):
+        engagement = candidates[index]
+        if position_of(engagement.sample_prefix, user_key) >= engagement.sample_threshold:
+            failing |= 1 << index
+    return failing
+
+
+def _not_re_eligible(plan: TriggerPlan, user: UserState, timestamp_ms: int) -> int:
+    """Return the candidates pending for the user, or delivered to them too recently.
+
+    Walks the user's history, not the candidates: it names few engagements.
+    """
+    blocked = 0
+    position = plan.position
+    for engagement_id in user.pending:
+        if (index := position.get(engagement_id)) is not None:
+            blocked |= 1 << index
+    for engagement_id, last_ms in user.last_delivered.items():
+        if (index := position.get(engagement_id)) is not None:
+            after_ms = plan.candidates[index].reeligible_after_ms
+            # Without after_ms a delivery blocks for ever.
+            if after_ms is None or timestamp_ms - last_ms < after_ms:
+                blocked |= 1 << index
+    return blocked
 
 
 def _cancel_and_convert(
-    event: TriggerEvent, user: UserState, catalog: Catalog, evaluations: list[Evaluation]
-) -> tuple[list[PendingDelivery], list[dict[str, object]], bool]:
-    """Apply a custom event to the user's pending deliveries and conversion watches.
-
-    Return the cancelled deliveries, the conversions and whether the user changed.
-    """
+    event: TriggerEvent, user: UserState, catalog: Catalog, result: MatchResult
+) -> None:
+    """Apply a custom event to the user's pending deliveries and conversion watches."""
     cancelled = cancel_pending(event, user, catalog)
-    evaluations.extend(_cancelled(pending, catalog) for pending in cancelled)
-    if not user.watches:
-        return cancelled, [], bool(cancelled)
-    conversions, watches_changed = convert_watches(event, user, catalog)
-    return cancelled, conversions, bool(cancelled) or watches_changed
+    if cancelled:
+        result.cancelled = cancelled
+        result.leading.extend(_cancelled(pending, catalog) for pending in cancelled)
+        result.user_changed = True
+    if user.watches:
+        conversions, watches_changed = convert_watches(event, user, catalog)
+        result.conversions = conversions
+        result.user_changed = result.user_changed or watches_changed
 
 
 def _win(

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from engine.errors import InvalidRecord
 
@@ -192,7 +194,16 @@ def _one_step_predicate(op: str, key: str, target: object) -> Predicate | None:
     return None
 
 
-def compile_filter(spec: Mapping[str, object], key_field: str) -> Predicate:
+class Atom(NamedTuple):
+    """One compiled filter: the key it reads, what it tests, and its canonical spec."""
+
+    key: str
+    # Equal for specs that always agree (same key, op and value): evaluated once per event.
+    identity: bytes
+    test: Predicate
+
+
+def compile_atom(spec: Mapping[str, object], key_field: str) -> Atom:
     """Compile one filter spec whose key is read from ``spec[key_field]``."""
     key = spec.get(key_field)
     op = spec.get("op")
@@ -204,9 +215,10 @@ def compile_filter(spec: Mapping[str, object], key_field: str) -> Predicate:
     target = spec.get("value")
     if target is None and op not in ("exists", "not_exists"):
         raise InvalidRecord("invalid_engagement", f"{where}: value is required")
+    identity = orjson.dumps([key, op, None if op in ("exists", "not_exists") else target])
     fast = _one_step_predicate(op, key, target)
     if fast is not None:
-        return fast
+        return Atom(key, identity, fast)
     test = _present_test(op, target, where)
     when_missing = op in ("not_exists", "ne", "not_in")
 
@@ -216,7 +228,22 @@ def compile_filter(spec: Mapping[str, object], key_field: str) -> Predicate:
             return when_missing
         return test(value)
 
-    return predicate
+    return Atom(key, identity, predicate)
+
+
+def compile_filter(spec: Mapping[str, object], key_field: str) -> Predicate:
+    """Compile one filter spec whose key is read from ``spec[key_field]``."""
+    return compile_atom(spec, key_field).test
+
+
+def compile_atoms(specs: Iterable[object], key_field: str) -> tuple[Atom, ...]:
+    """Compile a filter list into its atoms, in order."""
+    atoms: list[Atom] = []
+    for spec in specs:
+        if not isinstance(spec, Mapping):
+            raise InvalidRecord("invalid_engagement", f"{key_field} filter is not an object")
+        atoms.append(compile_atom(spec, key_field))
+    return tuple(atoms)
 
 
 def always_true(values: Mapping[str, object]) -> bool:
@@ -226,11 +253,12 @@ def always_true(values: Mapping[str, object]) -> bool:
 
 def compile_filters(specs: Iterable[object], key_field: str) -> Predicate:
     """Compile a filter list into one predicate that holds when every filter holds."""
-    predicates: list[Predicate] = []
-    for spec in specs:
-        if not isinstance(spec, Mapping):
-            raise InvalidRecord("invalid_engagement", f"{key_field} filter is not an object")
-        predicates.append(compile_filter(spec, key_field))
+    return conjunction(compile_atoms(specs, key_field))
+
+
+def conjunction(atoms: Sequence[Atom]) -> Predicate:
+    """Return a predicate that holds when every atom's test holds (``always_true`` if none)."""
+    predicates = [atom.test for atom in atoms]
     if not predicates:
         return always_true
     if len(predicates) == 1:

@@ -174,7 +174,10 @@ class PartitionProcessor:
             tally.stale_events[kind.value] += 1
         user = self._user(event.user_id)
         result = evaluate(event, user, catalog, now_ms, self._policy)
-        tally.count_evaluations(result.evaluations, event.timestamp_ms // HOUR_MS)
+        trigger_hour = event.timestamp_ms // HOUR_MS
+        if result.leading:
+            tally.count_evaluations(result.leading, trigger_hour)
+        tally.count_outcome_bits(result.outcome_bits, trigger_hour)
         if result.user_changed:
             self._dirty_users.add(event.user_id)
         for pending in result.cancelled:

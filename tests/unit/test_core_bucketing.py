@@ -15,6 +15,8 @@ from engine.core.bucketing import (
     bucket_of,
     hash_prefix,
     in_percent,
+    position_of,
+    sample_threshold,
     sampled_in,
 )
 
@@ -64,6 +66,20 @@ def test_prefixed_form_is_the_same_formula() -> None:
             assert sampled_in(percent, prefix, user_id.encode()) == in_percent(
                 percent, AUDIENCE_SEED, "spring-sale", user_id
             )
+
+
+@pytest.mark.parametrize("percent", [0, 1e-12, 5, 12.5, 33.3, 50, 99.999999, 100])
+def test_sample_threshold_decides_as_the_float_formula(percent: float) -> None:
+    threshold = sample_threshold(percent)
+    # At the threshold the float formula turns from "in" to "out".
+    for position in (threshold - 2, threshold - 1, threshold, threshold + 1):
+        if 0 <= position < 2**53:
+            assert (position < threshold) == (position / 2**53 * 100 < percent)
+    prefix = hash_prefix(AUDIENCE_SEED, "spring-sale")
+    for user_id in USERS[:300]:
+        assert (position_of(prefix, user_id.encode()) < threshold) == in_percent(
+            percent, AUDIENCE_SEED, "spring-sale", user_id
+        )
 
 
 def test_uniform_over_deciles() -> None:
