@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.core.caps import FrequencyCap
 from engine.core.catalog import Catalog
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 # period, so that small, frequent batches (a moderate load) still get 80% of the loop.
 STATS_SLICE_SECONDS = 0.005
 STATS_SLICE_PERIOD_SECONDS = 0.025
+# Records are handed to a partition's processor this many at a time, and other tasks
+# (the commit under way, heartbeats, HTTP) get the loop after about this long.
+SLICE_RECORDS = 100
+SLICE_SECONDS = 0.02
 # A checkpoint still committing after this many intervals holds the processing back.
 COMMIT_WAIT_FACTOR = 5
 # Committed counts reach the metrics and engagement figures at most this late. Folding
@@ -139,16 +143,7 @@ class Engine:
                 if self._failure is not None:
                     raise self._failure
                 if batches and rewinds == self._rewinds:
-                    now_ms = int(time.time() * 1000)
-                    for tp, records in batches.items():
-                        checkpointer = self._checkpointers.get(tp.partition)
-                        if checkpointer is not None:
-                            checkpointer.processor.handle_batch(tp, records, now_ms)
-                            self._record_lag(consumer, tp, records[-1].offset + 1)
-                        elif tp in consumer.assignment():
-                            # aiokafka hands out records before the assignment callback has
-                            # opened the partition's state: read them again once it has.
-                            consumer.seek(tp, records[0].offset)
+                    await self._process(consumer, batches, rewinds)
                 now_ms = int(time.time() * 1000)
                 for checkpointer in self._checkpointers.values():
                     checkpointer.processor.release_due(now_ms)
@@ -169,6 +164,39 @@ class Engine:
             # getmany() returns without suspending while records are buffered: yield, or the
             # commit under way would wait until the backlog is drained.
             await asyncio.sleep(0)
+
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        rewinds: int,
+    ) -> None:
+        """Process fetched records in slices, letting other tasks run between slices.
+
+        A fetch can hold seconds of work (10,000 records with thousands of engagements):
+        in one go it would delay the commit under way and the group heartbeats, and a
+        worker silent for a session timeout loses its partitions.
+        """
+        yielded_at = time.monotonic()
+        for tp, records in batches.items():
+            checkpointer = self._checkpointers.get(tp.partition)
+            if checkpointer is None:
+                if tp in consumer.assignment():
+                    # aiokafka hands out records before the assignment callback has
+                    # opened the partition's state: read them again once it has.
+                    consumer.seek(tp, records[0].offset)
+                continue
+            for start in range(0, len(records), SLICE_RECORDS):
+                if time.monotonic() - yielded_at >= SLICE_SECONDS:
+                    await asyncio.sleep(0)
+                    yielded_at = time.monotonic()
+                    if rewinds != self._rewinds:
+                        return  # a checkpoint failed meanwhile: these records are read again
+                now_ms = int(time.time() * 1000)
+                checkpointer.processor.handle_batch(
+                    tp, records[start : start + SLICE_RECORDS], now_ms
+                )
+            self._record_lag(consumer, tp, records[-1].offset + 1)
 
     async def _finish_commit(self) -> None:
         """Wait for the checkpoint under way, if any."""
@@ -317,6 +345,9 @@ class Engine:
                     # The new owner reports this partition's lag from now on.
                     with contextlib.suppress(KeyError):
                         self.metrics.consumer_lag.remove(kind.value, str(partition))
+            # What the released partitions held was frozen at their assignment: let the
+            # collector reclaim it (the next assignment freezes what remains again).
+            gc.unfreeze()
             self.metrics.assigned_partitions.set(len(self._checkpointers))
             if partitions:
                 log.info("released partitions %s", sorted(partitions))
