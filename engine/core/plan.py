@@ -13,7 +13,7 @@ candidate and filter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
 from engine.core.counters import CountSpec
@@ -133,9 +133,10 @@ class FilterIndex:
         return failing
 
 
-def _bits_where(candidates: Sequence[Engagement], holds: Iterator[bool]) -> int:
+def _bits_where(flags: Iterable[bool]) -> int:
+    """Return the int whose bit ``i`` is set when the ``i``-th flag is true."""
     bits = 0
-    for index, flag in enumerate(holds):
+    for index, flag in enumerate(flags):
         if flag:
             bits |= 1 << index
     return bits
@@ -171,12 +172,11 @@ class TriggerPlan:
             item.clock is not None and item.clock.local_time for item in candidates
         )
         self.everyone = (1 << len(candidates)) - 1
-        self.inactive = _bits_where(candidates, (not item.is_active for item in candidates))
+        self.inactive = _bits_where(not item.is_active for item in candidates)
         self.where = FilterIndex([item.where_atoms for item in candidates])
         self.audience = FilterIndex([item.audience_atoms for item in candidates])
         # Candidates whose schedule can exclude an event: checked one by one.
         self.scheduled = _bits_where(
-            candidates,
             (
                 item.clock is not None
                 or item.window_start_ms > OPEN_START
@@ -184,11 +184,9 @@ class TriggerPlan:
                 for item in candidates
             ),
         )
-        self.counted = _bits_where(candidates, (bool(item.count_filters) for item in candidates))
-        self.sampled = _bits_where(candidates, (item.percent < 100 for item in candidates))
-        self.obeys_caps = _bits_where(
-            candidates, (not item.ignore_frequency_caps for item in candidates)
-        )
+        self.counted = _bits_where(bool(item.count_filters) for item in candidates)
+        self.sampled = _bits_where(item.percent < 100 for item in candidates)
+        self.obeys_caps = _bits_where(not item.ignore_frequency_caps for item in candidates)
         self.position: Mapping[str, int] = {item.id: index for index, item in enumerate(candidates)}
 
 

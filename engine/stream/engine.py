@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 STATS_SLICE_SECONDS = 0.005
 STATS_SLICE_PERIOD_SECONDS = 0.025
 # Records are handed to a partition's processor this many at a time, and other tasks
-# (the commit under way, heartbeats, HTTP) get the loop after about this long.
+# (the commit under way, group heartbeats, HTTP) get the loop after about this long of
+# processing: well within the 10 s group session, without handing it over needlessly.
 SLICE_RECORDS = 100
-SLICE_SECONDS = 0.02
+SLICE_SECONDS = 0.5
 # A checkpoint still committing after this many intervals holds the processing back.
 COMMIT_WAIT_FACTOR = 5
 # Committed counts reach the metrics and engagement figures at most this late. Folding

@@ -101,6 +101,28 @@ def test_figures_measured_in_slices_equal_figures_measured_at_once(
     assert len(at_once.records) == len(catalog)
 
 
+def test_counts_folded_during_a_publication_are_published_and_not_lost(
+    store: PartitionStore,
+) -> None:
+    _, catalog = _processed_partition(store)
+    stats = PartitionStats(store, 0)
+    stats.begin_publication(catalog, NOW_MS + 60_000, 1)
+    late: list[str] = []
+    while (publication := stats.advance(0.0)) is None:
+        # Checkpoints commit between slices: fold one engagement the catalog never had.
+        late.append(f"late-{len(late)}")
+        tally = BatchTally()
+        tally.count_evaluations([Evaluation(late[-1], 1, Outcome.DELIVERED)], NOW_MS // 3_600_000)
+        tally.settle()
+        stats.fold(tally, NOW_MS + 60_000)
+    following = stats.publish(catalog, NOW_MS + 120_000, 1)
+    published = {
+        key.decode().rsplit(":", 1)[0] for key, _ in (*publication.records, *following.records)
+    }
+    assert len(late) > 2
+    assert set(late) <= published
+
+
 def test_a_tally_settles_evaluations_and_trigger_hours() -> None:
     tally = BatchTally()
     delivered = Evaluation("welcome", 1, Outcome.DELIVERED)
