@@ -1,10 +1,10 @@
 """Prometheus metrics: every metric Declic exports is built here, on an injectable registry.
 
 The hot path never touches a Prometheus object per event: it counts into a
-`BatchTally` (plain dicts). Committed tallies are merged and folded into the
-metrics about once a second, not per checkpoint: folding costs one label lookup
-per distinct key, which short checkpoint intervals would otherwise pay many
-times over.
+`BatchTally` (plain dicts and bit-sliced counters). Committed tallies are merged
+and folded into the metrics every few seconds or on a scrape, not per checkpoint:
+folding costs work per distinct engagement and outcome, which short checkpoint
+intervals would otherwise pay many times over.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ NOT_A_TRIGGER = frozenset({Outcome.FILTER_MISS, Outcome.STALE, Outcome.CANCELLED
 
 @dataclass(slots=True)
 class BatchTally:
-    """Counts gathered while processing records, folded into metrics at checkpoint.
+    """Counts gathered while processing records, folded into metrics once committed.
 
-    Evaluations are counted raw per event (``count_evaluations``, one C-level update) and
-    turned into ``evaluations`` and ``trigger_hours`` by ``settle``, once per fold.
+    Candidates' outcomes are counted per event as sets of candidates
+    (``count_outcome_bits``), other evaluations one by one (``count_evaluations``); both
+    become ``evaluations`` and ``trigger_hours`` in ``settle``, once per fold.
     """
 
     events_read: Counter[str] = field(default_factory=Counter)

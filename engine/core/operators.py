@@ -27,8 +27,6 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
-import orjson
-
 from engine.errors import InvalidRecord
 
 Predicate = Callable[[Mapping[str, object]], bool]
@@ -215,7 +213,8 @@ def compile_atom(spec: Mapping[str, object], key_field: str) -> Atom:
     target = spec.get("value")
     if target is None and op not in ("exists", "not_exists"):
         raise InvalidRecord("invalid_engagement", f"{where}: value is required")
-    identity = orjson.dumps([key, op, None if op in ("exists", "not_exists") else target])
+    # repr, not JSON: it never fails, and it tells 1, 1.0 and True apart as filters do.
+    identity = repr((key, op, None if op in ("exists", "not_exists") else target)).encode()
     fast = _one_step_predicate(op, key, target)
     if fast is not None:
         return Atom(key, identity, fast)
