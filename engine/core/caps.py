@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from engine.core.json_values import is_integer
+
 
 @dataclass(frozen=True, slots=True)
 class FrequencyCap:
@@ -26,7 +28,7 @@ class FrequencyCap:
     def __post_init__(self) -> None:
         for name in ("max", "per_seconds"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"frequency cap {name} must be an integer >= 1, got {value!r}")
         object.__setattr__(self, "per_ms", self.per_seconds * 1000)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
+from engine.core.json_values import is_integer
 from engine.core.operators import Predicate, compile_filters
 from engine.core.timestamps import format_timestamp
 from engine.errors import InvalidRecord
@@ -48,7 +49,7 @@ def compile_conversion(spec: object) -> ConversionRule | None:
     if not isinstance(where, list):
         raise InvalidRecord("invalid_engagement", "conversion where must be an array")
     window = spec.get("window_seconds")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    if not is_integer(window) or window < 1:
         raise InvalidRecord(
             "invalid_engagement", "conversion window_seconds must be an integer >= 1"
         )
@@ -87,12 +88,7 @@ class ConversionWatch(NamedTuple):
             raise InvalidRecord("invalid_state", "watch 'd' must be a delivery id or null")
         if not isinstance(engagement_id, str) or not isinstance(variant, str):
             raise InvalidRecord("invalid_state", "watch 'e' and 'v' must be strings")
-        if (
-            isinstance(started, bool)
-            or not isinstance(started, int)
-            or isinstance(expires, bool)
-            or not isinstance(expires, int)
-        ):
+        if not is_integer(started) or not is_integer(expires):
             raise InvalidRecord("invalid_state", "watch 's' and 'x' must be epoch ms")
         return cls(delivery_id, engagement_id, variant, started, expires)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from engine.core.json_values import is_integer
 from engine.errors import InvalidRecord
 
 MAX_COUNT: Final = 1_000
@@ -53,7 +54,7 @@ class CountSpec:
 
 def _positive_int(spec: Mapping[str, object], field: str, low: int, high: int | None) -> int:
     value = spec.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_integer(value) or value < low:
         raise InvalidRecord(
             "invalid_engagement", f"event count {field} must be an integer >= {low}"
         )

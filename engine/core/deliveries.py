@@ -17,6 +17,7 @@ from typing import Final
 from engine.core.delivery_state import DeliveryState
 from engine.core.engagements import Engagement
 from engine.core.events import TriggerEvent
+from engine.core.json_values import is_integer
 from engine.core.timestamps import format_timestamp
 from engine.core.variants import DEFAULT_VARIANT, Variant
 from engine.errors import InvalidRecord
@@ -114,7 +115,7 @@ def new_delivery_state(delivery: Mapping[str, object], created_at_ms: int) -> De
             raise InvalidRecord("invalid_field", f"delivery {key} must be a string")
         fields[key] = value
     version = delivery.get("engagement_version")
-    if isinstance(version, bool) or not isinstance(version, int):
+    if not is_integer(version):
         raise InvalidRecord("invalid_field", "delivery engagement_version must be an integer")
     test = delivery.get("test", False)
     if not isinstance(test, bool):

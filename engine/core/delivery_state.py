@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from engine.core.json_values import is_integer, stored_object
 from engine.errors import InvalidRecord
-
-
-def _section(data: Mapping[str, object], key: str) -> Mapping[str, object]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidRecord("invalid_state", f"{key!r} must be an object")
-    return value
 
 
 def _event_ids(data: Mapping[str, object], key: str) -> dict[str, str]:
     ids: dict[str, str] = {}
-    for name, event_id in _section(data, key).items():
+    for name, event_id in stored_object(data, key).items():
         if not isinstance(event_id, str):
             raise InvalidRecord("invalid_state", f"{key!r}[{name!r}] must be an event id")
         ids[name] = event_id
@@ -34,7 +26,7 @@ def _stored_text(data: Mapping[str, object], key: str) -> str:
 
 def _stored_int(data: Mapping[str, object], key: str) -> int:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise InvalidRecord("invalid_state", f"{key!r} must be an integer")
     return value
 

@@ -19,6 +19,7 @@ from engine.core.bucketing import AUDIENCE_SEED, hash_prefix, sample_threshold
 from engine.core.conversions import ConversionRule, compile_conversion
 from engine.core.counters import CountFilter, compile_count_filter
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
+from engine.core.json_values import is_integer
 from engine.core.operators import Atom, Predicate, compile_atoms, conjunction
 from engine.core.outcomes import Evaluation, Outcome
 from engine.core.pending import CancelRule, compile_cancel_rules
@@ -109,7 +110,7 @@ class _Fields:
         value = parent.get(field)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_integer(value) or value < 1:
             raise self.fail(f"{field} must be an integer number of seconds >= 1")
         return value * 1000
 
@@ -175,13 +176,13 @@ def compile_engagement(document: Mapping[str, object], version: int) -> Engageme
 
 def _compile(engagement_id: str, document: Mapping[str, object], version: int) -> Engagement:
     fields = _FIELDS
-    if isinstance(version, bool) or not isinstance(version, int):
+    if not is_integer(version):
         raise fields.fail("version must be an integer")
     status = document.get("status")
     if not isinstance(status, str) or status not in STATUSES:
         raise fields.fail(f"unknown status {status!r}")
     priority = document.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
+    if not is_integer(priority):
         raise fields.fail("priority must be an integer")
     name = document.get("name", "")
     if not isinstance(name, str):

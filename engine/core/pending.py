@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
+from engine.core.json_values import is_integer
 from engine.core.operators import Predicate, compile_filters
 from engine.errors import InvalidRecord
 
@@ -70,7 +71,7 @@ class PendingDelivery:
         numbers: dict[str, int] = {}
         for key in _INT_FIELDS:
             number = data.get(key)
-            if isinstance(number, bool) or not isinstance(number, int):
+            if not is_integer(number):
                 raise InvalidRecord("invalid_state", f"pending {key} must be an integer")
             numbers[key] = number
         timezone = data.get("timezone")

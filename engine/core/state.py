@@ -15,6 +15,7 @@ from engine.core.caps import FrequencyCap, is_capped, record_delivery_time
 from engine.core.conversions import ConversionWatch, add_watch
 from engine.core.counters import CountSpec, record_occurrence
 from engine.core.delivery_state import DeliveryState
+from engine.core.json_values import is_integer, stored_object
 from engine.core.pending import PendingDelivery
 from engine.errors import InvalidRecord
 
@@ -23,23 +24,10 @@ __all__ = ["DeliveryState", "UserState"]
 _MISSING: Final = object()
 
 
-def _section(data: Mapping[str, object], key: str) -> Mapping[str, object]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidRecord("invalid_state", f"{key!r} must be an object")
-    return value
-
-
-def _is_int(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int)
-
-
 def _times(data: Mapping[str, object], key: str) -> dict[str, int]:
-    times = dict(_section(data, key))
+    times = dict(stored_object(data, key))
     for name, value in times.items():
-        if not _is_int(value):
+        if not is_integer(value):
             raise InvalidRecord("invalid_state", f"{key!r}[{name!r}] must be epoch ms")
     return times  # type: ignore[return-value]  # every value checked above
 
@@ -56,7 +44,7 @@ def _list(data: Mapping[str, object], key: str) -> list[object]:
 def _sorted_times(values: list[object], where: str) -> list[int]:
     times: list[int] = []
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_integer(value):
             raise InvalidRecord("invalid_state", f"{where} must hold epoch ms")
         times.append(value)
     return sorted(times)
@@ -64,7 +52,7 @@ def _sorted_times(values: list[object], where: str) -> list[int]:
 
 def _event_times(data: Mapping[str, object]) -> dict[str, list[int]]:
     result: dict[str, list[int]] = {}
-    for name, values in _section(data, "n").items():
+    for name, values in stored_object(data, "n").items():
         if not isinstance(values, list) or not values:
             raise InvalidRecord("invalid_state", f"'n'[{name!r}] must be a non-empty array")
         result[name] = _sorted_times(values, f"'n'[{name!r}]")
@@ -251,7 +239,7 @@ class UserState:
         if not isinstance(data, Mapping):
             raise InvalidRecord("invalid_state", "user state must be an object")
         return cls(
-            _section(data, "a"),
+            stored_object(data, "a"),
             _times(data, "t"),
             _times(data, "d"),
             delivery_times=_sorted_times(_list(data, "f"), "'f'"),

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from engine.core.json_values import is_integer
 from engine.core.outcomes import Outcome
 
 HOUR_MS: Final = 3_600_000
@@ -19,7 +20,7 @@ OUTCOME_ORDER: Final = tuple(outcome.value for outcome in Outcome)
 
 def _count(value: object) -> int:
     """Read a counter: a non-negative integer, anything else 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         return 0
     return max(value, 0)
 
