@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from engine.core.events import CUSTOM_PREFIX, TriggerEvent
+from engine.core.events import TriggerEvent, compile_custom_event_match
 from engine.core.json_values import is_integer
-from engine.core.operators import Predicate, compile_filters
+from engine.core.operators import Predicate
 from engine.core.timestamps import format_timestamp
 from engine.errors import InvalidRecord
 
@@ -42,18 +42,13 @@ def compile_conversion(spec: object) -> ConversionRule | None:
         return None
     if not isinstance(spec, Mapping):
         raise InvalidRecord("invalid_engagement", "conversion must be an object")
-    name = spec.get("event")
-    if not isinstance(name, str) or not name:
-        raise InvalidRecord("invalid_engagement", "conversion event must be a custom event name")
-    where = spec.get("where") or []
-    if not isinstance(where, list):
-        raise InvalidRecord("invalid_engagement", "conversion where must be an array")
+    trigger_key, where = compile_custom_event_match(spec, "conversion")
     window = spec.get("window_seconds")
     if not is_integer(window) or window < 1:
         raise InvalidRecord(
             "invalid_engagement", "conversion window_seconds must be an integer >= 1"
         )
-    return ConversionRule(CUSTOM_PREFIX + name, compile_filters(where, "property"), window * 1000)
+    return ConversionRule(trigger_key, where, window * 1000)
 
 
 # A NamedTuple, not a frozen dataclass: every user-state load rebuilds up to MAX_WATCHES

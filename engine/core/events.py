@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
+from engine.core.operators import Predicate, compile_filters
 from engine.core.timestamps import parse_timestamp
 from engine.errors import InvalidRecord
 
@@ -162,3 +163,17 @@ def profile_update(record: object) -> ProfileUpdate:
         attributes=attributes,
         timestamp_ms=_timestamp(fields),
     )
+
+
+def compile_custom_event_match(spec: Mapping[str, object], what: str) -> tuple[str, Predicate]:
+    """Compile the ``event`` name and ``where`` filters of a ``what`` (cancel_on, conversion).
+
+    Return the custom event's trigger key and the predicate its properties must pass.
+    """
+    name = spec.get("event")
+    if not isinstance(name, str) or not name:
+        raise InvalidRecord("invalid_engagement", f"{what} event must be a custom event name")
+    where = spec.get("where") or []
+    if not isinstance(where, list):
+        raise InvalidRecord("invalid_engagement", f"{what} where must be an array")
+    return CUSTOM_PREFIX + name, compile_filters(where, "property")

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from engine.core.events import CUSTOM_PREFIX, TriggerEvent
+from engine.core.events import TriggerEvent, compile_custom_event_match
 from engine.core.json_values import is_integer
-from engine.core.operators import Predicate, compile_filters
+from engine.core.operators import Predicate
 from engine.errors import InvalidRecord
 
 _TEXT_FIELDS: Final = ("delivery_id", "engagement_id", "user_id", "trigger_event_id", "variant")
@@ -108,13 +108,7 @@ def compile_cancel_rules(specs: object) -> tuple[CancelRule, ...]:
     for spec in specs:
         if not isinstance(spec, Mapping):
             raise InvalidRecord("invalid_engagement", "each cancel_on rule must be an object")
-        name = spec.get("event")
-        if not isinstance(name, str) or not name:
-            raise InvalidRecord("invalid_engagement", "cancel_on event must be a custom event name")
-        where = spec.get("where") or []
-        if not isinstance(where, list):
-            raise InvalidRecord("invalid_engagement", "cancel_on where must be an array")
-        rules.append(CancelRule(CUSTOM_PREFIX + name, compile_filters(where, "property")))
+        rules.append(CancelRule(*compile_custom_event_match(spec, "cancel_on")))
     return tuple(rules)
 
 
