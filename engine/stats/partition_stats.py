@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from engine.core.bucketing import AUDIENCE_SEED, in_percent
+from engine.core.bucketing import position_of
 from engine.core.catalog import Catalog
 from engine.core.delivery_state import DeliveryState
 from engine.core.engagements import Engagement
@@ -176,12 +176,17 @@ class PartitionStats:
                 continue
             checked += 1
             work += len(engagements)
-            user_id = key[len(USER_PREFIX) :].decode()
+            user_key = key[len(USER_PREFIX) :]  # the user id, UTF-8: what sampling hashes
             attributes = UserState.from_json_dict(orjson.loads(value)).attributes
             for engagement in engagements:
                 if engagement.audience(attributes):
                     audience[engagement.id] += 1
-                    if in_percent(engagement.percent, AUDIENCE_SEED, engagement.id, user_id):
+                    # The matcher's sampling decision, made the same way.
+                    if (
+                        engagement.percent >= 100
+                        or position_of(engagement.sample_prefix, user_key)
+                        < engagement.sample_threshold
+                    ):
                         kept[engagement.id] += 1
         self._known_users = known
         scale = known / checked if checked else 0.0
