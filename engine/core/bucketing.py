@@ -40,11 +40,6 @@ def position_of(prefix: bytes, user_key: bytes) -> int:
     return first_8_bytes >> 11
 
 
-def bucket_of(prefix: bytes, user_key: bytes) -> float:
-    """Return the position in [0, 1) of the user id ``user_key`` (UTF-8) after ``prefix``."""
-    return position_of(prefix, user_key) / _TWO_POW_53
-
-
 def sample_threshold(percent: float) -> int:
     """Return how many 53-bit positions fall in the first ``percent`` percent.
 
@@ -68,18 +63,13 @@ def sample_threshold(percent: float) -> int:
 
 def bucket(seed: str, engagement_id: str, user_id: str) -> float:
     """Return the user's position in [0, 1) for ``seed`` and ``engagement_id``."""
-    return bucket_of(hash_prefix(seed, engagement_id), user_id.encode())
+    return position_of(hash_prefix(seed, engagement_id), user_id.encode()) / _TWO_POW_53
 
 
-def sampled_in(percent: float, prefix: bytes, user_key: bytes) -> bool:
+def in_percent(percent: float, seed: str, engagement_id: str, user_id: str) -> bool:
     """Return whether the user falls within the first ``percent`` percent of buckets."""
     if percent >= 100:
         return True
     if percent <= 0:
         return False
-    return bucket_of(prefix, user_key) * 100 < percent
-
-
-def in_percent(percent: float, seed: str, engagement_id: str, user_id: str) -> bool:
-    """Return whether the user falls within the first ``percent`` percent of buckets."""
-    return sampled_in(percent, hash_prefix(seed, engagement_id), user_id.encode())
+    return bucket(seed, engagement_id, user_id) * 100 < percent
