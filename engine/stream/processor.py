@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,14 +187,7 @@ class PartitionProcessor:
         for delivery in result.deliveries:
             self._emit_delivery(delivery, event.timestamp_ms, now_ms)
         for conversion in result.conversions:
-            self.outbox.records.append(
-                OutputRecord(
-                    self.topics.conversions,
-                    event.user_id.encode(),
-                    orjson.dumps(conversion),
-                    keyed_by_user=True,
-                )
-            )
+            self._emit_to_user(self.topics.conversions, event.user_id, conversion)
             tally.conversions[(str(conversion["engagement_id"]), str(conversion["variant"]))] += 1
 
     def release_due(self, now_ms: int) -> int:
@@ -218,14 +211,7 @@ class PartitionProcessor:
             return  # the same trigger event was already delivered: keep the first
         state = new_delivery_state(delivery, now_ms)
         self.store.put(delivery_key, orjson.dumps(state.to_json_dict()))
-        self.outbox.records.append(
-            OutputRecord(
-                self.topics.deliveries,
-                delivery["user_id"].encode(),
-                orjson.dumps(delivery),
-                keyed_by_user=True,
-            )
-        )
+        self._emit_to_user(self.topics.deliveries, delivery["user_id"], delivery)
         test = delivery["test"]
         key = (delivery["engagement_id"], delivery["variant"], "true" if test else "false")
         self.outbox.tally.deliveries[key] += 1
@@ -243,14 +229,7 @@ class PartitionProcessor:
         if result.user_changed:
             self._dirty_users.add(interaction.user_id)
         impression = result.impression
-        self.outbox.records.append(
-            OutputRecord(
-                self.topics.impressions,
-                interaction.user_id.encode(),
-                orjson.dumps(impression),
-                keyed_by_user=True,
-            )
-        )
+        self._emit_to_user(self.topics.impressions, interaction.user_id, impression)
         engagement_id, variant = str(impression["engagement_id"]), str(impression["variant"])
         first = "true" if impression["first"] else "false"
         test = "true" if impression.get("test") else "false"
@@ -296,6 +275,12 @@ class PartitionProcessor:
             OutputRecord(self.topics.dead_letters, record.key, orjson.dumps(letter))
         )
         self.outbox.tally.dead_letters[(self.topics.inputs[record.topic].value, reason)] += 1
+
+    def _emit_to_user(self, topic: str, user_id: str, record: Mapping[str, object]) -> None:
+        """Queue ``record`` for ``topic``, keyed by the user (it goes to their partition)."""
+        self.outbox.records.append(
+            OutputRecord(topic, user_id.encode(), orjson.dumps(record), keyed_by_user=True)
+        )
 
     def stage_state(self) -> None:
         """Stage every changed user state for the coming checkpoint."""
