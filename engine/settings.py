@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.core.durations import MAX_DURATION_SECONDS
 from engine.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
@@ -30,7 +31,7 @@ class FrequencyCap(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max: int = Field(ge=1)
-    per_seconds: int = Field(ge=1)
+    per_seconds: int = Field(ge=1, le=MAX_DURATION_SECONDS)  # the core's bound too
 
 
 DEFAULT_FREQUENCY_CAPS = (

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from engine.core.durations import MAX_DURATION_SECONDS
 from engine.core.json_values import is_integer
 
 
@@ -30,6 +31,12 @@ class FrequencyCap:
             value = getattr(self, name)
             if not is_integer(value) or value < 1:
                 raise ValueError(f"frequency cap {name} must be an integer >= 1, got {value!r}")
+        if self.per_seconds > MAX_DURATION_SECONDS:
+            # The same bound as every engagement duration: a longer window means nothing.
+            raise ValueError(
+                f"frequency cap per_seconds must be <= {MAX_DURATION_SECONDS} (10 years),"
+                f" got {self.per_seconds!r}"
+            )
         object.__setattr__(self, "per_ms", self.per_seconds * 1000)
 
 

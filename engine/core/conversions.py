@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from engine.core.durations import duration_seconds
 from engine.core.events import TriggerEvent, compile_custom_event_match
 from engine.core.json_values import is_integer
 from engine.core.operators import Predicate
@@ -43,11 +44,7 @@ def compile_conversion(spec: object) -> ConversionRule | None:
     if not isinstance(spec, Mapping):
         raise InvalidRecord("invalid_engagement", "conversion must be an object")
     trigger_key, where = compile_custom_event_match(spec, "conversion")
-    window = spec.get("window_seconds")
-    if not is_integer(window) or window < 1:
-        raise InvalidRecord(
-            "invalid_engagement", "conversion window_seconds must be an integer >= 1"
-        )
+    window = duration_seconds(spec.get("window_seconds"), "conversion window_seconds")
     return ConversionRule(trigger_key, where, window * 1000)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from engine.core.durations import duration_seconds
 from engine.core.json_values import is_integer
 from engine.errors import InvalidRecord
 
@@ -52,13 +53,13 @@ class CountSpec:
         return self.largest_count + 1
 
 
-def _positive_int(spec: Mapping[str, object], field: str, low: int, high: int | None) -> int:
+def _positive_int(spec: Mapping[str, object], field: str, low: int, high: int) -> int:
     value = spec.get(field)
     if not is_integer(value) or value < low:
         raise InvalidRecord(
             "invalid_engagement", f"event count {field} must be an integer >= {low}"
         )
-    if high is not None and value > high:
+    if value > high:
         raise InvalidRecord("invalid_engagement", f"event count {field} must be <= {high}")
     return value
 
@@ -75,7 +76,7 @@ def compile_count_filter(spec: Mapping[str, object]) -> CountFilter:
             "invalid_engagement", f"event count op must be one of {sorted(_COMPARISONS)}"
         )
     count = _positive_int(spec, "count", 0, MAX_COUNT)
-    within_seconds = _positive_int(spec, "within_seconds", 1, None)
+    within_seconds = duration_seconds(spec.get("within_seconds"), "event count within_seconds")
     return CountFilter(event, compare, count, within_seconds * 1000)
 
 

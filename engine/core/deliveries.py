@@ -1,15 +1,32 @@
 """Build delivery records and their stored state.
 
-A delivery id is ``uuid5(DECLIC_NAMESPACE, engagement_id + US + user_id + US +
-trigger_event_id)`` (US = ``\\x1f``), so reprocessing the same input yields the same id and
-downstream can drop the repeat. A test send uses ``"test" + US + request_id`` as its
-trigger part, so it can never collide with a real delivery. Like the bucketing hash, the
-formula is frozen.
+A delivery id is ``uuid5(DECLIC_NAMESPACE, name)``, so reprocessing the same input yields
+the same id and downstream can drop the repeat. With US = ``"\\x1f"`` (the ASCII unit
+separator), the name is, for a delivery of ``engagement_id`` to ``user_id`` triggered by
+``trigger_event_id``:
+
+* ``engagement_id + US + user_id + US + trigger_event_id`` when no part contains US;
+* else ``json.dumps([engagement_id, user_id, trigger_event_id], ensure_ascii=False,
+  separators=(",", ":"))``;
+
+and for a test send of request ``request_id``:
+
+* ``engagement_id + US + user_id + US + "test" + US + request_id`` when no part contains US;
+* else ``json.dumps([engagement_id, user_id, "test", request_id], ensure_ascii=False,
+  separators=(",", ":"))``.
+
+Every name is UTF-8 encoded. The four forms never meet, so distinct inputs give distinct
+names: a joined name holds exactly two US (delivery) or three (test send) and splits back
+into its parts, while JSON escapes control characters (US is written ``\\u001f``), so a
+JSON name holds no US at all and decodes to its parts, three or four. The joined forms are
+the original formula, kept so ids of parts without US never changed. Like the bucketing
+hash, the formula is frozen.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Final
@@ -34,16 +51,22 @@ __all__ = [
 
 # uuid5(NAMESPACE_URL, "urn:declic:delivery"), written out so it can never drift.
 DECLIC_NAMESPACE: Final = uuid.UUID("eb480550-e1a7-5a82-8324-0be73b2fb912")
-_SEPARATOR: Final = "\x1f"  # ASCII unit separator: absent from ids in practice
+_SEPARATOR: Final = "\x1f"  # ASCII unit separator: ids holding it take the JSON form
+_TEST_TAG: Final = "test"
 # uuid.uuid5 rebuilds this hash and a UUID object per call; this path is ~3x faster and
 # produces the same string (a test holds it to uuid.uuid5).
 _NAMESPACE_SHA1: Final = hashlib.sha1(DECLIC_NAMESPACE.bytes, usedforsecurity=False)
 
 
-def delivery_id(engagement_id: str, user_id: str, trigger_event_id: str) -> str:
-    """Return the deterministic id of the delivery an event triggers for an engagement."""
+def _json_name(*parts: str) -> str:
+    # Joining would be ambiguous; JSON escapes US, so this can never equal a joined name.
+    return json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+
+
+def _uuid5(name: str) -> str:
+    """Return ``str(uuid.uuid5(DECLIC_NAMESPACE, name))``."""
     sha1 = _NAMESPACE_SHA1.copy()
-    sha1.update(f"{engagement_id}{_SEPARATOR}{user_id}{_SEPARATOR}{trigger_event_id}".encode())
+    sha1.update(name.encode())
     raw = bytearray(sha1.digest()[:16])
     raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
@@ -51,9 +74,18 @@ def delivery_id(engagement_id: str, user_id: str, trigger_event_id: str) -> str:
     return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
+def delivery_id(engagement_id: str, user_id: str, trigger_event_id: str) -> str:
+    """Return the deterministic id of the delivery an event triggers for an engagement."""
+    if _SEPARATOR in engagement_id or _SEPARATOR in user_id or _SEPARATOR in trigger_event_id:
+        return _uuid5(_json_name(engagement_id, user_id, trigger_event_id))
+    return _uuid5(f"{engagement_id}{_SEPARATOR}{user_id}{_SEPARATOR}{trigger_event_id}")
+
+
 def delivery_id_for_test_send(engagement_id: str, user_id: str, request_id: str) -> str:
-    """Return the deterministic id of a test send."""
-    return delivery_id(engagement_id, user_id, f"test{_SEPARATOR}{request_id}")
+    """Return the deterministic id of a test send; it never equals a delivery's id."""
+    if _SEPARATOR in engagement_id or _SEPARATOR in user_id or _SEPARATOR in request_id:
+        return _uuid5(_json_name(engagement_id, user_id, _TEST_TAG, request_id))
+    return _uuid5(_SEPARATOR.join((engagement_id, user_id, _TEST_TAG, request_id)))
 
 
 def delivery_record(

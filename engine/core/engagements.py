@@ -18,6 +18,7 @@ from typing import Final
 from engine.core.bucketing import AUDIENCE_SEED, hash_prefix, sample_threshold
 from engine.core.conversions import ConversionRule, compile_conversion
 from engine.core.counters import CountFilter, compile_count_filter
+from engine.core.durations import MAX_DURATION_SECONDS, duration_seconds
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
 from engine.core.json_values import is_integer
 from engine.core.operators import Atom, Predicate, compile_atoms, conjunction
@@ -110,9 +111,7 @@ class _Fields:
         value = parent.get(field)
         if value is None:
             return None
-        if not is_integer(value) or value < 1:
-            raise self.fail(f"{field} must be an integer number of seconds >= 1")
-        return value * 1000
+        return duration_seconds(value, field) * 1000
 
     def flag(self, parent: Mapping[str, object], field: str) -> bool:
         value = parent.get(field, False)
@@ -203,8 +202,13 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
     if not 0 <= percent <= 100:
         raise fields.fail("audience percent must be within 0..100")
     after_seconds = fields.number(fields.mapping(document, "reeligibility"), "after_seconds")
-    if after_seconds is not None and after_seconds < 0:
-        raise fields.fail("reeligibility after_seconds must not be negative")
+    # Laxer than the schema's minimum (0 and fractions pass, as they always have), but
+    # never beyond the bound every duration shares.
+    if after_seconds is not None and not 0 <= after_seconds <= MAX_DURATION_SECONDS:
+        raise fields.fail(
+            f"reeligibility after_seconds must be within 0..{MAX_DURATION_SECONDS} seconds"
+            " (10 years)"
+        )
     # A private copy: deliveries embed it, so later edits to the source must not leak in.
     message = copy.deepcopy(dict(fields.mapping(document, "message")))
 

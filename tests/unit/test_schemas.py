@@ -6,7 +6,7 @@ import json
 import pickle
 import shutil
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import jsonschema_rs
 import pytest
 
 from engine import schemas
+from engine.core.durations import MAX_DURATION_SECONDS
 from engine.errors import DeclicError, InvalidRecord
 from engine.schemas import (
     SCHEMA_NAMES,
@@ -283,6 +284,74 @@ def test_examples_cover_each_trigger_and_a_non_active_status() -> None:
         "custom",
     }
     assert {doc["status"] for doc in documents} - {"active"}
+
+
+# --- duration bounds ---------------------------------------------------------------------
+
+# Schema location of each engagement duration, its instance path and a document setting it.
+DURATION_FIELDS: dict[str, tuple[str, Callable[[object], dict[str, Any]]]] = {
+    "/properties/trigger/properties/delay_seconds": (
+        "trigger.delay_seconds",
+        lambda value: {"trigger": {"event": "session_start", "delay_seconds": value}},
+    ),
+    "/properties/expires_after_seconds": (
+        "expires_after_seconds",
+        lambda value: {"expires_after_seconds": value},
+    ),
+    "/properties/reeligibility/properties/after_seconds": (
+        "reeligibility.after_seconds",
+        lambda value: {"reeligibility": {"after_seconds": value}},
+    ),
+    "/$defs/conversion/properties/window_seconds": (
+        "conversion.window_seconds",
+        lambda value: {"conversion": {"event": "buy", "window_seconds": value}},
+    ),
+    "/$defs/event_count_condition/properties/within_seconds": (
+        "audience.filters[0].within_seconds",
+        lambda value: {
+            "audience": {
+                "filters": [{"event": "viewed", "op": "gte", "count": 1, "within_seconds": value}]
+            }
+        },
+    ),
+}
+
+
+def _duration_document(location: str, value: object) -> dict[str, Any]:
+    base = {"id": "d", "name": "D", "status": "active", "trigger": {"event": "session_start"}}
+    return base | {"message": {}} | DURATION_FIELDS[location][1](value)
+
+
+def test_every_duration_has_the_core_maximum() -> None:
+    # One number in two places: the schema must refuse exactly what the core refuses.
+    found = {
+        where: sub
+        for where, sub in _properties(load_schema("engagement"))
+        if where.endswith("_seconds")
+    }
+    assert set(found) == set(DURATION_FIELDS)
+    for where, sub in found.items():
+        assert sub["maximum"] == MAX_DURATION_SECONDS, where
+        assert sub["minimum"] == 1, where
+        assert f"<= {MAX_DURATION_SECONDS}" in sub["errorMessage"], where
+
+
+@pytest.mark.parametrize("location", sorted(DURATION_FIELDS))
+def test_duration_limit_is_accepted_and_one_more_refused(location: str) -> None:
+    engagement = validator("engagement")
+    assert engagement.errors(_duration_document(location, MAX_DURATION_SECONDS)) == []
+    violations = engagement.errors(_duration_document(location, MAX_DURATION_SECONDS + 1))
+    assert [v.path for v in violations] == [DURATION_FIELDS[location][0]]
+    assert f">= 1 and <= {MAX_DURATION_SECONDS}" in violations[0].message
+
+
+def test_the_original_huge_delay_is_refused() -> None:
+    document = _duration_document(
+        "/properties/trigger/properties/delay_seconds", 20_000_000_000_000_000
+    )
+    with pytest.raises(SchemaViolation) as caught:
+        validator("engagement").check(document)
+    assert caught.value.path == "trigger.delay_seconds"
 
 
 # --- defaults ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.core.durations import MAX_DURATION_SECONDS
 from engine.errors import ConfigError
 from engine.settings import load_settings
 
@@ -58,3 +59,12 @@ def test_topic_names_carry_the_prefix() -> None:
     settings = load_settings({"topic_prefix": "staging-", "app_id": "declic"})
     assert settings.topic("sessions") == "staging-sessions"
     assert settings.internal_topic("state-changelog") == "staging-declic-state-changelog"
+
+
+def test_frequency_cap_window_is_bounded_like_the_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    at_limit = f'[{{"max": 1, "per_seconds": {MAX_DURATION_SECONDS}}}]'
+    monkeypatch.setenv("DECLIC_FREQUENCY_CAPS", at_limit)
+    assert load_settings().frequency_caps[0].per_seconds == MAX_DURATION_SECONDS
+    monkeypatch.setenv("DECLIC_FREQUENCY_CAPS", at_limit.replace("000}", "001}"))
+    with pytest.raises(ConfigError, match="per_seconds"):
+        load_settings()
