@@ -22,3 +22,16 @@ class InvalidRecord(DeclicError):
 
 class BrokerUnavailable(DeclicError):
     """Raise when the Kafka cluster cannot be reached."""
+
+
+class StateFormatError(DeclicError):
+    """Raise when a stored state value is of a format this worker cannot read.
+
+    ``found`` is the value's format (None for a malformed header), ``newest`` the newest
+    format this worker reads; see ``engine.state.format``.
+    """
+
+    def __init__(self, message: str, *, found: int | None, newest: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.newest = newest

@@ -6,6 +6,11 @@ Kafka. The changelog offset reached is stored in the same RocksDB write batch,
 so recovery replays only what the local copy lacks. A checkpoint freezes the
 staged writes it carries; processing goes on meanwhile, staging new writes,
 and reads see both.
+
+Every state value is stored with a format header (``engine.state.format``): ``put``
+encodes, ``get`` and ``items`` decode (migrating older formats), and ``write`` refuses a
+batch holding a value of a newer format than this worker reads. The changelog record of a
+key is exactly its stored value, header included.
 """
 
 from __future__ import annotations
@@ -15,41 +20,64 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
+from engine.errors import StateFormatError
+from engine.state.format import HEADER_SIZE, Payload, decode, encode, format_of
+
 OFFSET_KEY = b"\x00meta:changelog-offset"
 
 
 class PartitionStore:
-    """Bytes key-value store of one partition with staged writes."""
+    """Bytes key-value store of one partition with staged writes.
+
+    Values given to ``put`` and returned by ``get`` and ``items`` are payloads in the
+    current format (bytes, or a memoryview for a large one: both are bytes-like, as
+    orjson.loads reads them); staged, frozen and written values carry the format header.
+    """
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
+        self._options = Options(raw_mode=True)
+        self._options.create_if_missing(True)
         self.path = path
-        self._db = Rdict(str(path), options)
+        self._db = Rdict(str(path), self._options)
         self._staged: dict[bytes, bytes | None] = {}
         # Writes of the checkpoint under way: frozen, not yet on disk.
         self._frozen: dict[bytes, bytes | None] = {}
 
-    def get(self, key: bytes) -> bytes | None:
-        """Return the value of key, staged and frozen writes included."""
+    def get(self, key: bytes) -> Payload | None:
+        """Return the payload of key, staged and frozen writes included.
+
+        Raise StateFormatError if the stored value is of a newer format than this worker's.
+        """
+        # Staged and frozen values were encoded by put, in the current format.
         if key in self._staged:
-            return self._staged[key]
+            value = self._staged[key]
+            return None if value is None else value[HEADER_SIZE:]
         if key in self._frozen:
-            return self._frozen[key]
+            value = self._frozen[key]
+            return None if value is None else value[HEADER_SIZE:]
         value = self._db.get(key)
-        return value if value is None else bytes(value)
+        if value is None:
+            return None
+        try:
+            return decode(value, key)
+        except StateFormatError as error:
+            error.add_note(f"key {key!r} in the store at {self.path}")
+            raise
 
     def put(self, key: bytes, value: bytes) -> None:
-        """Stage a write; it lands at the next checkpoint."""
-        self._staged[key] = value
+        """Stage a write of payload value (current format); it lands at the next checkpoint."""
+        self._staged[key] = encode(value)
 
     def delete(self, key: bytes) -> None:
         """Stage a deletion; it lands at the next checkpoint."""
         self._staged[key] = None
 
     def freeze_staged(self) -> dict[bytes, bytes | None]:
-        """Hand the writes staged so far to a checkpoint; stage later writes apart."""
+        """Hand the writes staged so far to a checkpoint; stage later writes apart.
+
+        The values are encoded (format header included): they are the changelog records.
+        """
         if self._frozen:
             raise RuntimeError("a checkpoint is already under way")
         self._frozen, self._staged = self._staged, {}
@@ -74,13 +102,23 @@ class PartitionStore:
     def write(
         self, items: Iterable[tuple[bytes, bytes | None]], changelog_offset: int | None
     ) -> None:
-        """Write key/values (None deletes) and the changelog offset in one batch."""
+        """Write encoded key/values (None deletes) and the changelog offset in one batch.
+
+        Values are stored as given (older formats are migrated on read). Raise
+        StateFormatError, writing nothing of the batch, if a value is of a newer format
+        than this worker reads (or has a malformed header).
+        """
         batch = WriteBatch(raw_mode=True)
         for key, value in items:
             if value is None:
                 batch.delete(key)
-            else:
-                batch.put(key, value)
+                continue
+            try:
+                format_of(value)
+            except StateFormatError as error:
+                error.add_note(f"key {key!r}, written towards changelog offset {changelog_offset}")
+                raise
+            batch.put(key, value)
         if changelog_offset is not None:
             batch.put(OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch)
@@ -90,8 +128,11 @@ class PartitionStore:
         estimate = self._db.property_int_value("rocksdb.estimate-num-keys")
         return int(estimate or 0)
 
-    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Iterate over committed entries whose key starts with prefix."""
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, Payload]]:
+        """Iterate over committed entries whose key starts with prefix, payloads decoded.
+
+        Raise StateFormatError on a value of a newer format than this worker's.
+        """
         iterator = self._db.iter()
         iterator.seek(prefix)
         while iterator.valid():
@@ -99,8 +140,19 @@ class PartitionStore:
             if not key.startswith(prefix):
                 break
             if key != OFFSET_KEY:
-                yield key, bytes(iterator.value())
+                try:
+                    payload = decode(iterator.value(), key)
+                except StateFormatError as error:
+                    error.add_note(f"key {key!r} in the store at {self.path}")
+                    raise
+                yield key, payload
             iterator.next()
+
+    def reset(self) -> None:
+        """Delete everything stored, the changelog offset included (state is rebuilt)."""
+        self.close()
+        Rdict.destroy(str(self.path), self._options)
+        self._db = Rdict(str(self.path), self._options)
 
     def close(self) -> None:
         """Close the database; staged and frozen writes are dropped."""
