@@ -71,11 +71,7 @@ def _parse_line(path: Path, number: int, raw: bytes, schema: RecordValidator | N
 async def publish_lines(settings: Settings, topic: str, lines: Iterable[Line]) -> int:
     """Send lines to a topic, keyed by user_id; return how many were acknowledged."""
     producer = AIOKafkaProducer(
-        **settings.kafka_client_options(),
-        client_id=f"{settings.app_id}-publish",
-        linger_ms=10,
-        acks="all",
-        enable_idempotence=True,
+        **settings.kafka_producer_options(), client_id=f"{settings.app_id}-publish", linger_ms=10
     )
     await producer.start()
     try:

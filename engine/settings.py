@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     )
     max_batch_records: int = Field(10_000, ge=1, le=1_000_000)
     transaction_timeout_seconds: float = Field(15.0, ge=1, le=900)
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=65_536,
+        le=100 * 1024 * 1024,
+        description="Largest record a worker produces (key and value); larger outputs "
+        "become dead letters. At most the topics' max.message.bytes (1 MB by default)",
+    )
 
     frequency_caps: tuple[FrequencyCap, ...] = Field(
         DEFAULT_FREQUENCY_CAPS,
@@ -139,6 +146,11 @@ class Settings(BaseSettings):
             if self.kafka_sasl_password is not None:
                 options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
         return options
+
+    def kafka_producer_options(self) -> dict[str, Any]:
+        """Return the options of every producer: all in-sync replicas acknowledge, and
+        retries never duplicate or reorder (idempotence)."""
+        return {**self.kafka_client_options(), "acks": "all", "enable_idempotence": True}
 
     def describe(self) -> dict[str, str]:
         """Return the settings as text, secrets masked."""

@@ -29,6 +29,9 @@ INHERITED = (
     "max_event_age_seconds",
     "max_future_seconds",
     "checkpoint_interval_seconds",
+    "transaction_timeout_seconds",
+    "max_record_bytes",
+    "replication_factor",
     "log_level",
     "frequency_caps",
     "default_timezone",
@@ -104,6 +107,15 @@ class WorkerProcess:
             document: dict[str, Any] = json.loads(response.read())
             return document
 
+    def health_status(self) -> tuple[int, dict[str, Any]]:
+        """Return /health's HTTP status and document, a 503 (not ready) included."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                return int(response.status), dict(json.loads(response.read()))
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, dict(json.loads(error.read()))
+
     def metrics_text(self) -> str:
         """Return the worker's /metrics page."""
         with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=5) as response:
@@ -126,11 +138,27 @@ class WorkerProcess:
         """Kill at once (SIGKILL), as a crash would."""
         return self._end(signal.SIGKILL, 30.0)
 
+    def pause(self) -> None:
+        """Freeze the worker (SIGSTOP), as a long GC pause or a hung host would."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a frozen worker go on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        """Return whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def _end(self, signum: int, timeout: float) -> int | None:
         process = self._process
         if process is None:
             return None
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a frozen worker could not act on the signal
             process.send_signal(signum)
             try:
                 process.wait(timeout)

@@ -219,7 +219,7 @@ async def _publish(
     settings: Settings, batch: Sequence[tuple[str, dict[str, Any] | None, dict[str, Any]]]
 ) -> None:
     producer = AIOKafkaProducer(
-        **settings.kafka_client_options(),
+        **settings.kafka_producer_options(),
         client_id=f"{settings.app_id}-admin",
         transactional_id=f"{settings.topic_prefix}{settings.app_id}-admin-{uuid.uuid4().hex}",
     )

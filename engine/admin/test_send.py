@@ -49,7 +49,7 @@ async def request_test_send(
     deliveries = TopicTail(settings, settings.topic("deliveries"))
     await deliveries.start()
     try:
-        producer = AIOKafkaProducer(**settings.kafka_client_options(), acks="all")
+        producer = AIOKafkaProducer(**settings.kafka_producer_options())
         await producer.start()
         try:
             await producer.send_and_wait(

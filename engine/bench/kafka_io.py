@@ -36,7 +36,7 @@ class BenchError(DeclicError):
 def bulk_producer(settings: Settings, linger_ms: int = BULK_LINGER_MS) -> AIOKafkaProducer:
     """Return a producer tuned for throughput (big batches, `linger_ms` to fill them)."""
     return AIOKafkaProducer(
-        **settings.kafka_client_options(), **PRODUCER_OPTIONS, linger_ms=linger_ms
+        **settings.kafka_producer_options(), **PRODUCER_OPTIONS, linger_ms=linger_ms
     )
 
 

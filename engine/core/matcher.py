@@ -122,6 +122,15 @@ def is_stale(event: TriggerEvent, now_ms: int, policy: MatchPolicy = DEFAULT_POL
     return now_ms - timestamp_ms > policy.max_age_ms or timestamp_ms - now_ms > policy.max_future_ms
 
 
+def is_too_far_ahead(timestamp_ms: int, now_ms: int, policy: MatchPolicy = DEFAULT_POLICY) -> bool:
+    """Return True when ``timestamp_ms`` is further ahead of ``now_ms`` than the policy allows.
+
+    A profile update from the future is not applied: newest timestamp wins, so it would
+    pin its attributes until that time.
+    """
+    return timestamp_ms - now_ms > policy.max_future_ms
+
+
 def evaluate(
     event: TriggerEvent,
     user: UserState,

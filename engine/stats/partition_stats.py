@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Generator
@@ -28,6 +29,8 @@ SCAN_SLICE = 2_000
 # Engagements whose figures are serialized and compared per slice (about 50 µs each).
 ENGAGEMENTS_PER_SLICE = 100
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Publication:
@@ -49,8 +52,12 @@ class PartitionStats:
         self._scan: Generator[None, None, list[tuple[bytes, bytes]]] | None = None
         self._scan_seconds = 0.0
         self._known_users: int | None = None
-        for _, value in store.items(STATS_PREFIX):
-            counts = EngagementCounts.from_json_dict(orjson.loads(value))
+        for key, value in store.items(STATS_PREFIX):
+            try:
+                counts = EngagementCounts.from_json_dict(orjson.loads(value))
+            except Exception as error:  # counted again from zero, never a stopped partition
+                log.error("stored figures %r cannot be read, restarted: %r", key, error)
+                continue
             self._counts[counts.engagement_id] = counts
             self._published[counts.engagement_id] = _without_time(counts.to_json_dict())
 
@@ -166,6 +173,7 @@ class PartitionStats:
         users = self._known_users if self._known_users is not None else self._store.estimate_keys()
         sample_every = max(1, -(-len(engagements) * users // SEGMENT_CHECK_BUDGET))
         work = 0
+        unreadable = 0
         for index, (key, value) in enumerate(self._store.items(USER_PREFIX)):
             known += 1
             work += 1
@@ -174,10 +182,14 @@ class PartitionStats:
                 yield
             if index % sample_every:
                 continue
+            try:
+                attributes = UserState.from_json_dict(orjson.loads(value)).attributes
+            except Exception:  # one unreadable user must not stop the figures
+                unreadable += 1
+                continue
             checked += 1
             work += len(engagements)
             user_key = key[len(USER_PREFIX) :]  # the user id, UTF-8: what sampling hashes
-            attributes = UserState.from_json_dict(orjson.loads(value)).attributes
             for engagement in engagements:
                 if engagement.audience(attributes):
                     audience[engagement.id] += 1
@@ -188,6 +200,12 @@ class PartitionStats:
                         < engagement.sample_threshold
                     ):
                         kept[engagement.id] += 1
+        if unreadable:
+            log.error(
+                "partition %d: %d stored users cannot be read; segments leave them out",
+                self._partition,
+                unreadable,
+            )
         self._known_users = known
         scale = known / checked if checked else 0.0
         return {
@@ -206,7 +224,10 @@ class PartitionStats:
         for index, (_, value) in enumerate(self._store.items(DELIVERY_PREFIX)):
             if index % SCAN_SLICE == 0:
                 yield
-            delivery = DeliveryState.from_json_dict(orjson.loads(value))
+            try:
+                delivery = DeliveryState.from_json_dict(orjson.loads(value))
+            except Exception:  # counted in no engagement's figures
+                continue
             if (
                 not delivery.test
                 and delivery.created_at_ms < created_before_ms

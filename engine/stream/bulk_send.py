@@ -17,10 +17,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
+
+
+class BatchProducer(Protocol):
+    """The part of aiokafka's producer that sends whole record batches."""
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+    def create_batch(self) -> Any: ...
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any: ...
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kwargs: Any
+    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,7 @@ class SentBatch:
 class BulkSender:
     """Append records to per-partition batches and send them through one producer."""
 
-    def __init__(self, producer: AIOKafkaProducer, input_topic: str, input_partition: int):
+    def __init__(self, producer: BatchProducer, input_topic: str, input_partition: int):
         self._producer = producer
         self._input_topic = input_topic
         self._input_partition = input_partition

@@ -2,6 +2,8 @@
 
 Every worker reads the whole topic (it is small), so each holds every
 engagement whatever partitions it owns, and a change applies without restart.
+``follow_forever`` supervises the follower: if its consumer fails, the worker keeps
+the last catalog, reports the follower down (``following``) and reads the topic again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from engine.core.engagements import Engagement, compile_engagement
 from engine.errors import DeclicError
 from engine.schemas import apply_engagement_defaults, validator
 from engine.settings import Settings
+from engine.stream.retry import retry_kafka_forever
 from engine.stream.topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -47,10 +50,14 @@ class CatalogFollower:
         self.records: dict[str, dict[str, Any]] = {}
         self.catalog = Catalog.build(())
         self.ready = asyncio.Event()
+        # Whether changes are being followed (False while the follower restarts).
+        self.following = False
+        self.problem: str | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
         """Connect and read the whole topic; return once caught up."""
+        await self.stop()
         partitions = await partitions_of(self._settings, self._topic)
         consumer = AIOKafkaConsumer(
             **self._settings.kafka_client_options(),
@@ -59,19 +66,27 @@ class CatalogFollower:
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
+        self._engagements.clear()
+        self.records.clear()
         assigned = [TopicPartition(self._topic, partition) for partition in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         end_offsets = await consumer.end_offsets(assigned)
         for tp, end in end_offsets.items():
             while await consumer.position(tp) < end:
-                await self.poll(timeout_ms=500)
+                await self.poll(timeout_ms=500, publish=False)  # the whole topic, then publish
         self._publish()
         self.ready.set()
+        self.following = True
+        self.problem = None
 
-    async def poll(self, timeout_ms: int = 1000) -> bool:
+    async def poll(self, timeout_ms: int = 1000, publish: bool = True) -> bool:
         """Apply whatever arrived; return True if the catalog changed."""
         assert self._consumer is not None
         batches = await self._consumer.getmany(timeout_ms=timeout_ms)
@@ -79,7 +94,7 @@ class CatalogFollower:
         for records in batches.values():
             for record in records:
                 changed |= self._apply(record)
-        if changed and self.ready.is_set():
+        if changed and publish:
             self._publish()
         return changed
 
@@ -88,6 +103,19 @@ class CatalogFollower:
         while True:
             await self.poll()
 
+    async def follow_forever(self) -> None:
+        """Follow changes until cancelled; on a failure, read the topic again and go on."""
+        while True:
+            try:
+                await self.follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self.following = False
+                self.problem = f"catalog follower failed: {type(error).__name__}: {error}"
+                log.error("%s; keeping the last catalog and reading the topic again", self.problem)
+            await retry_kafka_forever(self.start, "read the engagements topic again")
+
     async def stop(self) -> None:
         """Disconnect."""
         if self._consumer is not None:
@@ -95,9 +123,12 @@ class CatalogFollower:
             self._consumer = None
 
     def _apply(self, record: ConsumerRecord) -> bool:
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        try:
+            key = record.key.decode() if record.key is not None else None
+        except UnicodeDecodeError:
+            key = None
         if key is None:
-            log.warning("engagements record at offset %d has no key: ignored", record.offset)
+            log.warning("engagements record at offset %d has no UTF-8 key: ignored", record.offset)
             return False
         if record.value is None:
             self.records.pop(key, None)

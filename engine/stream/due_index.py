@@ -8,12 +8,15 @@ Removals are lazy: a popped entry whose key is gone was cancelled.
 from __future__ import annotations
 
 import heapq
+import logging
 
 import orjson
 
 from engine.core.pending import PendingDelivery
 from engine.state.keys import PENDING_PREFIX
 from engine.state.store import PartitionStore
+
+log = logging.getLogger(__name__)
 
 
 def _key(pending: PendingDelivery) -> bytes:
@@ -35,9 +38,10 @@ class DueIndex:
         self._heap = []
         self._live = set()
         for key, value in self._store.items(PENDING_PREFIX):
-            pending = PendingDelivery.from_json_dict(orjson.loads(value))
-            self._heap.append((pending.due_at_ms, key))
-            self._live.add(key)
+            pending = _read(key, value)
+            if pending is not None:
+                self._heap.append((pending.due_at_ms, key))
+                self._live.add(key)
         heapq.heapify(self._heap)
 
     def __len__(self) -> int:
@@ -71,6 +75,20 @@ class DueIndex:
             self._live.discard(key)
             if raw is None:
                 continue
-            self._store.delete(key)
-            due.append(PendingDelivery.from_json_dict(orjson.loads(raw)))
+            pending = _read(key, raw)
+            if pending is not None:
+                self._store.delete(key)
+                due.append(pending)
         return due
+
+
+def _read(key: bytes, value: bytes | memoryview) -> PendingDelivery | None:
+    """Decode a stored pending delivery; log and skip one that cannot be read.
+
+    It stays stored (a later version may read it), but never stops the others.
+    """
+    try:
+        return PendingDelivery.from_json_dict(orjson.loads(value))
+    except Exception as error:
+        log.error("pending delivery %r cannot be read, skipped: %r", key, error)
+        return None

@@ -4,6 +4,13 @@ Faust's per-message stream path costs ~300 us of CPU per record; this loop
 reads whole batches with aiokafka, matches them synchronously, and commits
 each partition's outputs, state and offsets in one transaction per
 checkpoint interval, so Kafka costs are paid per batch, not per event.
+
+Each pass of the loop: move assigned partitions on (start their producers, replay
+their changelogs: see ``partition`` and ``state.recovery``), fetch and process records
+of the running partitions, release due deliveries, work on the engagement figures,
+and start a checkpoint when one is due. A checkpoint commits while the next records
+are processed; a partition whose checkpoint fails is rewound (or gets a new producer)
+on its own, the others carry on.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -25,12 +33,14 @@ from engine.core.catalog import Catalog
 from engine.core.policy import MatchPolicy
 from engine.metrics import BatchTally, EngineMetrics
 from engine.settings import Settings
-from engine.state.recovery import recover
+from engine.state.recovery import ChangelogRecovery
 from engine.state.store import PartitionStore
 from engine.stream.catalog_follower import CatalogFollower
-from engine.stream.checkpoint import Checkpointer, CheckpointFailed, start_partition_producer
-from engine.stream.processor import Outbox, PartitionProcessor
-from engine.stream.topics import TopicNames
+from engine.stream.checkpoint import TransactionalProducer, start_partition_producer
+from engine.stream.partition import Partition, PartitionContext, PartitionState
+from engine.stream.processor import PartitionProcessor
+from engine.stream.retry import retry_kafka_forever
+from engine.stream.topics import TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,8 @@ STATS_SLICE_PERIOD_SECONDS = 0.025
 # processing: well within the 10 s group session, without handing it over needlessly.
 SLICE_RECORDS = 100
 SLICE_SECONDS = 0.5
+# Changelog replay per pass of the loop, while partitions are being recovered.
+RECOVERY_SLICE_SECONDS = 0.25
 # A checkpoint still committing after this many intervals holds the processing back.
 COMMIT_WAIT_FACTOR = 5
 # Committed counts reach the metrics and engagement figures at most this late. Folding
@@ -64,7 +76,17 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Engine:
     """Consume input partitions in batches and commit results transactionally."""
 
-    def __init__(self, settings: Settings, metrics: EngineMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: EngineMetrics,
+        *,
+        new_consumer: Callable[..., Any] = AIOKafkaConsumer,
+        new_producer: Callable[[Settings, int], Awaitable[TransactionalProducer]] = (
+            start_partition_producer
+        ),
+        new_recovery_consumer: Callable[..., Any] = AIOKafkaConsumer,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.topics = TopicNames.for_settings(settings)
@@ -79,9 +101,22 @@ class Engine:
             ),
             default_timezone=settings.default_timezone,
         )
-        self._checkpointers: dict[int, Checkpointer] = {}
+        self._new_consumer = new_consumer
+        self._context = PartitionContext(
+            topics=self.topics,
+            group_id=self.group_id,
+            metrics=metrics,
+            new_processor=self._new_processor,
+            new_producer=lambda partition: new_producer(settings, partition),
+        )
+        self._partitions: dict[int, Partition] = {}
+        # Producers being started, by partition; retried until they start.
+        self._opening: dict[int, asyncio.Task[None]] = {}
+        self._recovery = ChangelogRecovery(
+            settings, self.topics.state_changelog, new_recovery_consumer
+        )
         self._lock = asyncio.Lock()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: Any = None
         self._last_checkpoint = time.monotonic()
         self._last_stats = time.monotonic()
         self._last_stats_slice = 0.0
@@ -91,22 +126,33 @@ class Engine:
         self._failure: Exception | None = None
         # The checkpoint under way, committing while the next batches are processed.
         self._commit_task: asyncio.Task[None] | None = None
-        # Bumped when partitions are rewound: batches fetched before are stale.
-        self._rewinds = 0
-        self.ready = asyncio.Event()
+        # What the worker waits for, while it waits (None once connected).
+        self.waiting_for: str | None = "Kafka"
         # Input records committed by this worker since it started, by input topic kind.
         self.records_committed: Counter[str] = Counter()
 
     @property
     def partitions(self) -> list[int]:
-        """Return the input partitions this worker owns."""
-        return sorted(self._checkpointers)
+        """Return the input partitions this worker processes."""
+        return sorted(p for p, partition in self._partitions.items() if partition.running)
+
+    def partition_states(self) -> dict[int, str]:
+        """Return the state of every partition assigned to this worker."""
+        return {p: partition.state.value for p, partition in sorted(self._partitions.items())}
+
+    def _new_processor(self, partition: int, store: PartitionStore) -> PartitionProcessor:
+        return PartitionProcessor(
+            partition,
+            store,
+            self.topics,
+            lambda: self.catalog.catalog,
+            self.policy,
+            max_record_bytes=self.settings.max_record_bytes,
+        )
 
     async def run(self) -> None:
-        """Load the catalog, join the group, and process until cancelled."""
-        await self.catalog.start()
-        catalog_task = asyncio.create_task(self.catalog.follow(), name="declic-catalog")
-        consumer = AIOKafkaConsumer(
+        """Wait for Kafka, load the catalog, join the group, and process until cancelled."""
+        consumer = self._new_consumer(
             **self.settings.kafka_client_options(),
             client_id=f"{self.settings.app_id}-{self.settings.worker_id}",
             group_id=self.group_id,
@@ -123,7 +169,8 @@ class Engine:
             fetch_max_wait_ms=10,
         )
         self._consumer = consumer
-        await consumer.start()
+        await self._connect(consumer)
+        catalog_task = asyncio.create_task(self.catalog.follow_forever(), name="declic-catalog")
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         try:
             await self._loop(consumer)
@@ -132,27 +179,40 @@ class Engine:
             await asyncio.gather(catalog_task, return_exceptions=True)
             await self._shutdown(consumer)
 
-    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+    async def _connect(self, consumer: Any) -> None:
+        """Create the topics, load the catalog and start the consumer, once Kafka answers."""
+
+        def waiting(problem: str) -> None:
+            self.waiting_for = f"Kafka at {self.settings.kafka_bootstrap} ({problem})"
+
+        await retry_kafka_forever(lambda: ensure_topics(self.settings), "create topics", waiting)
+        await retry_kafka_forever(self.catalog.start, "load the engagements", waiting)
+        await retry_kafka_forever(consumer.start, "join the group", waiting)
+        self.waiting_for = None
+
+    async def _loop(self, consumer: Any) -> None:
         interval = self.settings.checkpoint_interval_seconds
         timeout_ms = max(1, int(interval * 500))
         while True:
-            rewinds = self._rewinds
+            await self._advance_partitions()
             batches = await consumer.getmany(
                 timeout_ms=timeout_ms, max_records=self.settings.max_batch_records
             )
+            # Taken as soon as the fetch returns: a rewind from now on makes these stale.
+            generations = {p: partition.generation for p, partition in self._partitions.items()}
             async with self._lock:
                 if self._failure is not None:
                     raise self._failure
-                if batches and rewinds == self._rewinds:
-                    await self._process(consumer, batches, rewinds)
+                if batches:
+                    await self._process(consumer, batches, generations)
                 now_ms = int(time.time() * 1000)
-                for checkpointer in self._checkpointers.values():
-                    checkpointer.processor.release_due(now_ms)
+                for partition in self._running():
+                    partition.processor.release_due(now_ms)
                 self._work_on_stats(now_ms)
                 self._fold_oldest_due()
                 if self._commit_task is not None and self._commit_task.done():
                     task, self._commit_task = self._commit_task, None
-                    task.result()  # a failure other than an aborted transaction stops the worker
+                    task.result()  # a checkpoint never fails the loop: this raises only bugs
                 elapsed = time.monotonic() - self._last_checkpoint
                 if self._commit_task is None and elapsed >= interval:
                     # Kafka round trips of the commit overlap the processing of the next batches.
@@ -166,38 +226,80 @@ class Engine:
             # commit under way would wait until the backlog is drained.
             await asyncio.sleep(0)
 
+    def _running(self) -> list[Partition]:
+        return [partition for partition in self._partitions.values() if partition.running]
+
+    async def _advance_partitions(self) -> None:
+        """Start producers, replay changelogs, and resume the partitions that are ready."""
+        if all(partition.running for partition in self._partitions.values()):
+            return
+        async with self._lock:
+            for number, partition in list(self._partitions.items()):
+                if partition.state is PartitionState.ASSIGNING and number not in self._opening:
+                    self._opening[number] = asyncio.create_task(
+                        self._open(partition), name=f"declic-open-p{number}"
+                    )
+                elif (
+                    partition.state is PartitionState.RECOVERING
+                    and number not in self._recovery.partitions
+                    and number not in self._opening
+                ):
+                    self._opening[number] = asyncio.create_task(
+                        self._begin_recovery(partition), name=f"declic-recover-p{number}"
+                    )
+            for task in [task for task in self._opening.values() if task.done()]:
+                task.result()  # only a local failure (the store) reaches here: stop the worker
+            self._opening = {p: task for p, task in self._opening.items() if not task.done()}
+            recovered = await self._recovery.step(RECOVERY_SLICE_SECONDS)
+            for number, replayed in recovered.items():
+                await self._partitions[number].start_running()
+                self.metrics.state_recovery_records.inc(replayed)
+            if recovered:
+                self.metrics.assigned_partitions.set(len(self.partitions))
+                # What exists now (modules, catalog, partitions) lives as long as the worker:
+                # a full collection need not walk it again, each walk pausing the batch loop.
+                gc.collect()
+                gc.freeze()
+                log.info("partitions %s running", sorted(recovered))
+
+    async def _open(self, partition: Partition) -> None:
+        await retry_kafka_forever(
+            partition.start_producer, f"start the producer of partition {partition.number}"
+        )
+
+    async def _begin_recovery(self, partition: Partition) -> None:
+        await retry_kafka_forever(
+            lambda: self._recovery.add(partition.number, partition.store),
+            f"read the changelog of partition {partition.number}",
+        )
+
     async def _process(
         self,
-        consumer: AIOKafkaConsumer,
+        consumer: Any,
         batches: dict[TopicPartition, list[ConsumerRecord]],
-        rewinds: int,
+        generations: dict[int, int],
     ) -> None:
         """Process fetched records in slices, letting other tasks run between slices.
 
         A fetch can hold seconds of work (10,000 records with thousands of engagements):
         in one go it would delay the commit under way and the group heartbeats, and a
-        worker silent for a session timeout loses its partitions.
+        worker silent for a session timeout loses its partitions. A partition rewound
+        meanwhile skips the rest of its records: they are read again.
         """
         yielded_at = time.monotonic()
         for tp, records in batches.items():
-            checkpointer = self._checkpointers.get(tp.partition)
-            if checkpointer is None:
-                if tp in consumer.assignment():
-                    # aiokafka hands out records before the assignment callback has
-                    # opened the partition's state: read them again once it has.
-                    consumer.seek(tp, records[0].offset)
-                continue
+            fetched_at = generations.get(tp.partition)
             for start in range(0, len(records), SLICE_RECORDS):
                 if time.monotonic() - yielded_at >= SLICE_SECONDS:
                     await asyncio.sleep(0)
                     yielded_at = time.monotonic()
-                    if rewinds != self._rewinds:
-                        return  # a checkpoint failed meanwhile: these records are read again
+                partition = self._partitions.get(tp.partition)
+                if partition is None or not partition.accepts(fetched_at):
+                    break
                 now_ms = int(time.time() * 1000)
-                checkpointer.processor.handle_batch(
-                    tp, records[start : start + SLICE_RECORDS], now_ms
-                )
-            self._record_lag(consumer, tp, records[-1].offset + 1)
+                partition.handle(tp, records[start : start + SLICE_RECORDS], now_ms)
+            else:
+                self._record_lag(consumer, tp, records[-1].offset + 1)
 
     async def _finish_commit(self) -> None:
         """Wait for the checkpoint under way, if any."""
@@ -205,7 +307,7 @@ class Engine:
         if task is not None:
             await task
 
-    def _record_lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition, next_offset: int) -> None:
+    def _record_lag(self, consumer: Any, tp: TopicPartition, next_offset: int) -> None:
         highwater = consumer.highwater(tp)
         if highwater is not None:
             lag = max(0, highwater - next_offset)
@@ -214,7 +316,7 @@ class Engine:
 
     def _work_on_stats(self, now_ms: int) -> None:
         """Start a publication of engagement figures when due, and advance one under way."""
-        processors = [checkpointer.processor for checkpointer in self._checkpointers.values()]
+        processors = [partition.processor for partition in self._running()]
         publishing = [processor for processor in processors if processor.stats.publishing]
         if not publishing:
             if time.monotonic() - self._last_stats < self.settings.stats_interval_seconds:
@@ -225,7 +327,7 @@ class Engine:
             for processor in processors:
                 processor.begin_stats(now_ms, unseen_after_ms)
             publishing = processors
-        if time.monotonic() - self._last_stats_slice < STATS_SLICE_PERIOD_SECONDS:
+        if not publishing or time.monotonic() - self._last_stats_slice < STATS_SLICE_PERIOD_SECONDS:
             return
         self._last_stats_slice = time.monotonic()
         for processor in publishing:
@@ -233,38 +335,27 @@ class Engine:
             if seconds is not None:
                 self.metrics.stats_publication.observe(seconds)
 
-    async def _checkpoint_all(self) -> None:
+    async def _checkpoint_all(self, only: set[int] | None = None) -> None:
+        """Commit every running partition (or those of ``only``), each in its transaction."""
         self._last_checkpoint = time.monotonic()
-        checkpointers = list(self._checkpointers.values())
-        self.metrics.pending_deliveries.set(sum(len(c.processor.due) for c in checkpointers))
-        results = await asyncio.gather(
-            *(checkpointer.commit() for checkpointer in checkpointers), return_exceptions=True
+        partitions = [
+            partition
+            for partition in self._partitions.values()
+            if partition.state is PartitionState.RUNNING
+            and (only is None or partition.number in only)
+        ]
+        self.metrics.pending_deliveries.set(
+            sum(len(partition.processor.due) for partition in self._running())
         )
-        for checkpointer, result in zip(checkpointers, results, strict=True):
-            if isinstance(result, Outbox):
-                self.records_committed.update(result.tally.events_read)
-                partition = checkpointer.processor.partition
-                if partition in self._unfolded:
-                    self._unfolded[partition][1].merge(result.tally)
-                else:
-                    self._unfolded[partition] = (time.monotonic(), result.tally)
-            elif isinstance(result, CheckpointFailed):
-                log.error(
-                    "partition %d: %s; re-reading from last commit",
-                    result.partition,
-                    result.__cause__,
-                )
-                # What was processed since the checkpoint began goes too: re-read it all.
-                rewind_offsets = {
-                    **checkpointer.processor.rollback(),
-                    **result.rewind_offsets,
-                }
-                self._rewinds += 1
-                if self._consumer is not None:
-                    for tp, offset in rewind_offsets.items():
-                        self._consumer.seek(tp, offset)
-            elif isinstance(result, BaseException):
-                raise result
+        results = await asyncio.gather(*(partition.commit() for partition in partitions))
+        for partition, outbox in zip(partitions, results, strict=True):
+            if outbox is None:
+                continue
+            self.records_committed.update(outbox.tally.events_read)
+            if partition.number in self._unfolded:
+                self._unfolded[partition.number][1].merge(outbox.tally)
+            else:
+                self._unfolded[partition.number] = (time.monotonic(), outbox.tally)
 
     def fold_committed(self) -> None:
         """Fold the committed tallies into the metrics and the engagement figures."""
@@ -285,78 +376,63 @@ class Engine:
         if time.monotonic() - since >= FOLD_INTERVAL_SECONDS:
             self._fold(partition)
 
-    def _fold(self, partition: int) -> None:
-        _, tally = self._unfolded.pop(partition)
+    def _fold(self, number: int) -> None:
+        _, tally = self._unfolded.pop(number)
         tally.settle()
         self.metrics.record(tally)
-        checkpointer = self._checkpointers.get(partition)
-        if checkpointer is not None:
-            checkpointer.processor.stats.fold(tally, int(time.time() * 1000))
+        partition = self._partitions.get(number)
+        if partition is not None and partition.running:
+            partition.processor.stats.fold(tally, int(time.time() * 1000))
 
-    async def acquire(self, partitions: set[int]) -> None:
-        """Take ownership of partitions: fence the old owner, then recover state."""
-        async with self._lock:  # no record of these partitions is processed meanwhile
-            new = sorted(partitions - set(self._checkpointers))
-            if not new:
-                return
-            started = time.perf_counter()
+    async def acquire(self, numbers: set[int]) -> None:
+        """Take partitions on: they start as ASSIGNING, their inputs paused."""
+        async with self._lock:
+            new = sorted(numbers - set(self._partitions))
             try:
-                checkpointers = await asyncio.gather(*(self._open_partition(p) for p in new))
+                for number in new:
+                    store_path = self.settings.data_dir / self.group_id / f"partition-{number}"
+                    store = PartitionStore(store_path)
+                    self._partitions[number] = Partition(
+                        number, store, self._context, self._consumer
+                    )
             except Exception as error:
                 # aiokafka only logs a failing callback: make the loop stop the worker instead.
-                log.exception("could not open partitions %s", new)
+                log.exception("could not open the state of partitions %s", new)
                 self._failure = error
                 return
-            for partition, checkpointer in zip(new, checkpointers, strict=True):
-                self._checkpointers[partition] = checkpointer
-            self.metrics.assigned_partitions.set(len(self._checkpointers))
-            # What exists now (modules, catalog, partitions) lives as long as the worker: a
-            # full collection need not walk it again, each walk pausing the batch loop.
-            gc.collect()
-            gc.freeze()
-            log.info("assigned partitions %s in %.2fs", new, time.perf_counter() - started)
-            self.ready.set()
+            if new:
+                log.info("assigned partitions %s", new)
 
-    async def _open_partition(self, partition: int) -> Checkpointer:
-        # The producer first: starting it aborts any transaction left open by a crashed owner,
-        # so the changelog read below sees only committed state.
-        producer = await start_partition_producer(self.settings, partition)
-        store_path = self.settings.data_dir / self.group_id / f"partition-{partition}"
-        store = PartitionStore(store_path)
-        replayed = await recover(
-            self.settings, store, TopicPartition(self.topics.state_changelog, partition)
-        )
-        self.metrics.state_recovery_records.inc(replayed)
-        processor = PartitionProcessor(
-            partition, store, self.topics, lambda: self.catalog.catalog, self.policy
-        )
-        return Checkpointer(self.settings, processor, producer, self.group_id, self.metrics)
-
-    async def release(self, partitions: set[int]) -> None:
-        """Commit what is pending, then let partitions go."""
+    async def release(self, numbers: set[int]) -> None:
+        """Commit what the partitions processed, then let them go."""
         async with self._lock:
             await self._finish_commit()
-            await self._checkpoint_all()
+            await self._checkpoint_all(only=numbers)
             self.fold_committed()
-            for partition in sorted(partitions & set(self._checkpointers)):
-                checkpointer = self._checkpointers.pop(partition)
-                await checkpointer.producer.stop()
-                checkpointer.processor.store.close()
+            for number in sorted(numbers & set(self._partitions)):
+                partition = self._partitions.pop(number)
+                opening = self._opening.pop(number, None)
+                if opening is not None:
+                    opening.cancel()
+                    await asyncio.gather(opening, return_exceptions=True)
+                await self._recovery.remove(number)
+                await partition.close()
                 for kind in self.topics.inputs.values():
                     # The new owner reports this partition's lag from now on.
                     with contextlib.suppress(KeyError):
-                        self.metrics.consumer_lag.remove(kind.value, str(partition))
+                        self.metrics.consumer_lag.remove(kind.value, str(number))
             # What the released partitions held was frozen at their assignment: let the
             # collector reclaim it (the next assignment freezes what remains again).
             gc.unfreeze()
-            self.metrics.assigned_partitions.set(len(self._checkpointers))
-            if partitions:
-                log.info("released partitions %s", sorted(partitions))
+            self.metrics.assigned_partitions.set(len(self.partitions))
+            if numbers:
+                log.info("released partitions %s", sorted(numbers))
 
-    async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
+    async def _shutdown(self, consumer: Any) -> None:
         try:
-            await self.release(set(self._checkpointers))
+            await self.release(set(self._partitions))
         finally:
+            await self._recovery.close()
             await consumer.stop()
             await self.catalog.stop()
 

@@ -2,11 +2,16 @@
 
 Nothing here awaits: a batch is handled synchronously and its effects wait in
 the outbox and the store's staged writes until the checkpoint commits them.
+
+Nothing here can stop the partition either: a record that cannot be processed becomes
+one dead letter (its outputs so far dropped), a record whose output would be larger
+than ``max_record_bytes`` too (``output_too_large``), a dead letter itself is cut to
+fit, and a stored value that cannot be read or a state that cannot be written is
+logged and skipped, one at a time.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,12 +34,12 @@ from engine.core.events import (
     interaction as parse_interaction,
 )
 from engine.core.interactions import join_interaction
-from engine.core.matcher import evaluate, is_stale
+from engine.core.matcher import evaluate, is_stale, is_too_far_ahead
+from engine.core.pending import PendingDelivery
 from engine.core.policy import MatchPolicy
 from engine.core.release import release_pending
 from engine.core.state import UserState
 from engine.core.test_sends import test_delivery
-from engine.core.timestamps import format_timestamp
 from engine.errors import InvalidRecord
 from engine.metrics import BatchTally
 from engine.schemas import RecordValidator, validator
@@ -42,6 +47,7 @@ from engine.state.keys import DELIVERY_PREFIX, USER_PREFIX
 from engine.state.store import PartitionStore
 from engine.stats.partition_stats import PartitionStats
 from engine.stream.bulk_send import OutputRecord
+from engine.stream.dead_letters import dead_letter
 from engine.stream.due_index import DueIndex
 from engine.stream.topics import InputKind, TopicNames
 
@@ -88,8 +94,11 @@ class PartitionProcessor:
         topics: TopicNames,
         catalog: Callable[[], Catalog],
         policy: MatchPolicy,
+        *,
+        max_record_bytes: int = 1_000_000,
     ) -> None:
         self.partition = partition
+        self.max_record_bytes = max_record_bytes
         self.store = store
         self.topics = topics
         self._catalog = catalog
@@ -115,14 +124,17 @@ class PartitionProcessor:
         for record in records:
             if tp not in outbox.rewind_offsets:
                 outbox.rewind_offsets[tp] = record.offset
+            queued = len(outbox.records)
             try:
                 self._handle(kind, record, catalog, now_ms)
             except InvalidRecord as error:
+                del outbox.records[queued:]  # one dead letter instead of the outputs so far
                 self._dead_letter(record, error.reason, error.detail, now_ms)
             except Exception as error:  # one bad record must never stop the partition
                 log.exception(
                     "unexpected error on %s[%d]@%d", tp.topic, tp.partition, record.offset
                 )
+                del outbox.records[queued:]
                 self._dead_letter(record, "processing_error", repr(error), now_ms)
             count += 1
             last_offset = record.offset
@@ -140,7 +152,7 @@ class PartitionProcessor:
         except orjson.JSONDecodeError as error:
             raise InvalidRecord("invalid_json", str(error)) from None
         self._validators[kind].check(document)
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        key = _user_key(record.key)
         if key != document["user_id"]:
             raise InvalidRecord(
                 "invalid_key",
@@ -160,6 +172,9 @@ class PartitionProcessor:
             self._test_send(document, catalog, now_ms)
         else:
             update = profile_update(document)
+            if is_too_far_ahead(update.timestamp_ms, now_ms, self._policy):
+                self.outbox.tally.stale_events[kind.value] += 1
+                return
             user = self._user(update.user_id)
             if user.merge_attributes(update.attributes, update.timestamp_ms):
                 self._dirty_users.add(update.user_id)
@@ -195,23 +210,37 @@ class PartitionProcessor:
         due = self.due.pop_due(now_ms)
         catalog = self._catalog()
         for pending in due:
-            user = self._user(pending.user_id)
-            release = release_pending(pending, user, catalog, now_ms, self._policy)
-            if release.evaluation is None:
-                continue  # cancelled meanwhile
-            self._dirty_users.add(pending.user_id)
-            self.outbox.tally.count_evaluations([release.evaluation], None)
-            if release.delivery is not None:
-                self._emit_delivery(release.delivery, pending.due_at_ms, now_ms)
+            queued = len(self.outbox.records)
+            try:
+                self._release(pending, catalog, now_ms)
+            except Exception:  # one delivery must never stop the others, nor the partition
+                log.exception(
+                    "partition %d: could not release delivery %s of engagement %r: dropped",
+                    self.partition,
+                    pending.delivery_id,
+                    pending.engagement_id,
+                )
+                del self.outbox.records[queued:]
         return len(due)
+
+    def _release(self, pending: PendingDelivery, catalog: Catalog, now_ms: int) -> None:
+        user = self._user(pending.user_id)
+        release = release_pending(pending, user, catalog, now_ms, self._policy)
+        if release.evaluation is None:
+            return  # cancelled meanwhile
+        self._dirty_users.add(pending.user_id)
+        self.outbox.tally.count_evaluations([release.evaluation], None)
+        if release.delivery is not None:
+            self._emit_delivery(release.delivery, pending.due_at_ms, now_ms)
 
     def _emit_delivery(self, delivery: dict[str, Any], due_ms: int, now_ms: int) -> None:
         delivery_key = DELIVERY_PREFIX + delivery["delivery_id"].encode()
         if self.store.get(delivery_key) is not None:
             return  # the same trigger event was already delivered: keep the first
         state = new_delivery_state(delivery, now_ms)
-        self.store.put(delivery_key, orjson.dumps(state.to_json_dict()))
+        # Checked before the state is stored: a delivery too large is not one at all.
         self._emit_to_user(self.topics.deliveries, delivery["user_id"], delivery)
+        self.store.put(delivery_key, orjson.dumps(state.to_json_dict()))
         test = delivery["test"]
         key = (delivery["engagement_id"], delivery["variant"], "true" if test else "false")
         self.outbox.tally.deliveries[key] += 1
@@ -261,33 +290,53 @@ class PartitionProcessor:
         return user
 
     def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str, now_ms: int) -> None:
-        letter = {
-            "source_topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": _b64(record.key),
-            "value": _b64(record.value),
-            "reason": reason,
-            "error": detail[:2000],
-            "at": format_timestamp(now_ms),
-        }
         self.outbox.records.append(
-            OutputRecord(self.topics.dead_letters, record.key, orjson.dumps(letter))
+            dead_letter(
+                record,
+                reason,
+                detail,
+                now_ms,
+                topic=self.topics.dead_letters,
+                max_record_bytes=self.max_record_bytes,
+            )
         )
         self.outbox.tally.dead_letters[(self.topics.inputs[record.topic].value, reason)] += 1
 
     def _emit_to_user(self, topic: str, user_id: str, record: Mapping[str, object]) -> None:
         """Queue ``record`` for ``topic``, keyed by the user (it goes to their partition)."""
-        self.outbox.records.append(
-            OutputRecord(topic, user_id.encode(), orjson.dumps(record), keyed_by_user=True)
-        )
+        key, value = user_id.encode(), orjson.dumps(record)
+        if len(key) + len(value) > self.max_record_bytes:
+            raise InvalidRecord(
+                "output_too_large",
+                f"its {topic} record would take {len(key) + len(value)} bytes, more than "
+                f"the {self.max_record_bytes} a record may (max_record_bytes)",
+            )
+        self.outbox.records.append(OutputRecord(topic, key, value, keyed_by_user=True))
 
     def stage_state(self) -> None:
-        """Stage every changed user state for the coming checkpoint."""
+        """Stage every changed user state for the coming checkpoint.
+
+        A state that cannot be encoded (or is larger than a record may be) is not staged:
+        the user keeps their last staged or committed state, and the error is logged.
+        """
         for user_id in self._dirty_users:
-            self.store.put(
-                USER_PREFIX + user_id.encode(), orjson.dumps(self._users[user_id].to_json_dict())
-            )
+            user = self._users[user_id]
+            try:
+                value = orjson.dumps(user.to_json_dict())
+                if len(value) > self.max_record_bytes:
+                    raise InvalidRecord(
+                        "invalid_state", f"state of {len(value)} bytes over max_record_bytes"
+                    )
+            except Exception as error:
+                log.error(
+                    "partition %d: state of user %r not saved, back to its last saved one: %r",
+                    self.partition,
+                    user_id,
+                    error,
+                )
+                del self._users[user_id]
+                continue
+            self.store.put(USER_PREFIX + user_id.encode(), value)
         self._dirty_users.clear()
 
     def freeze_checkpoint(self) -> tuple[dict[bytes, bytes | None], Outbox]:
@@ -334,5 +383,15 @@ class PartitionProcessor:
         return rewind_offsets
 
 
-def _b64(raw: bytes | None) -> str | None:
-    return None if raw is None else base64.b64encode(raw).decode("ascii")
+def _user_key(raw: bytes | None) -> str | None:
+    """Return the record key as text; a key that is not UTF-8 is nobody's user id.
+
+    Decoding with replacement characters would map many byte keys to one user, whose
+    state lives on the partition of another key.
+    """
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRecord("invalid_key", "record key is not UTF-8") from None

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.errors import ConfigError
 from engine.settings import Settings
+from engine.stream.retry import retry_kafka_briefly
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +102,15 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; check that existing ones have the partition count required."""
     admin = AIOKafkaAdminClient(**settings.kafka_client_options())
-    await admin.start()
     try:
+        await admin.start()
         specs = topic_specs(settings)
-        existing = set(await admin.list_topics())
+        existing = set(await retry_kafka_briefly(admin.list_topics))
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
             # Another process may win the race: the partition check below still applies.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
+                await retry_kafka_briefly(lambda: admin.create_topics(missing))
             log.info("created topics: %s", ", ".join(spec.name for spec in missing))
             await _wait_for_leaders(admin, [spec.name for spec in missing])
         await _check_partition_counts(admin, settings)
@@ -122,7 +123,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> No
     # A topic answers NotLeaderForPartition until its partitions have a leader.
     deadline = time.monotonic() + LEADER_WAIT_SECONDS
     while time.monotonic() < deadline:
-        described = await admin.describe_topics(topics)
+        described = await retry_kafka_briefly(lambda: admin.describe_topics(topics))
         if all(
             not entry.get("error_code")
             and entry["partitions"]
@@ -137,9 +138,9 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> No
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
     """Return the partition numbers of a topic; raise ConfigError if it does not exist."""
     admin = AIOKafkaAdminClient(**settings.kafka_client_options())
-    await admin.start()
     try:
-        [described] = await admin.describe_topics([topic])
+        await admin.start()
+        [described] = await retry_kafka_briefly(lambda: admin.describe_topics([topic]))
     finally:
         await admin.close()
     partitions = sorted(entry["partition"] for entry in described["partitions"])
@@ -151,7 +152,7 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
 async def _check_partition_counts(admin: AIOKafkaAdminClient, settings: Settings) -> None:
     names = TopicNames.for_settings(settings)
     try:
-        described = await admin.describe_topics(names.partitioned())
+        described = await retry_kafka_briefly(lambda: admin.describe_topics(names.partitioned()))
     except KafkaError as error:
         raise ConfigError(f"cannot describe topics: {error}") from error
     counts = {entry["topic"]: len(entry["partitions"]) for entry in described}
