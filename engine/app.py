@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.admin.diagnose_cache import DiagnoseCache
 from engine.metrics import EngineMetrics
 from engine.settings import Settings
 from engine.stream.engine import Engine
-from engine.stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ class EngineService(Service):
         )
         # SIGUSR1 logs every asyncio task's stack: the way to see what a stuck worker awaits.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_task_stacks)
-        await ensure_topics(self.engine.settings)
+        # The engine waits for Kafka itself (creating topics first): /health answers 503
+        # meanwhile, and the worker never exits for want of a broker.
         self._task = asyncio.create_task(self._run(), name="declic-engine")
 
     async def _run(self) -> None:
@@ -77,6 +78,40 @@ def _log_task_stacks() -> None:
         log.warning("task %s awaits:\n%s", task.get_name(), "\n".join(frames))
 
 
+class _WebOnly(BootStrategy):
+    """Start Faust's web server and nothing that connects to Kafka."""
+
+    enable_kafka = False
+
+
+def engine_health(engine: Engine) -> tuple[bool, dict[str, Any]]:
+    """Return whether the worker serves (Kafka reached, catalog loaded and followed), and why.
+
+    ``partitions`` lists the partitions being processed; ``partition_states`` every
+    partition assigned, with its state (recovering ones are not processed yet).
+    """
+    catalog = engine.catalog
+    problems = []
+    if engine.waiting_for is not None:
+        problems.append(f"waiting for {engine.waiting_for}")
+    if not catalog.ready.is_set():
+        problems.append("engagement catalog not loaded")
+    elif not catalog.following:
+        problems.append(catalog.problem or "engagement catalog not followed")
+    body = {
+        "status": "ok" if not problems else "unavailable",
+        "problems": problems,
+        "catalog_loaded": catalog.ready.is_set(),
+        "catalog_following": catalog.following,
+        "engagements": len(catalog.catalog),
+        "partitions": engine.partitions,
+        "partition_states": engine.partition_states(),
+        "worker_id": engine.settings.worker_id,
+        "records_committed": dict(engine.records_committed),
+    }
+    return not problems, body
+
+
 def faust_broker_url(settings: Settings) -> str:
     """Return Faust's broker URL for the configured bootstrap servers."""
     return ";".join(f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(","))
@@ -87,22 +122,9 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
     metrics = registry if registry is not None else EngineMetrics()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(settings, metrics)
-    credentials = None
-    if settings.kafka_sasl_mechanism:
-        credentials = faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=(
-                settings.kafka_sasl_password.get_secret_value()
-                if settings.kafka_sasl_password
-                else None
-            ),
-            mechanism=settings.kafka_sasl_mechanism,
-        )
     app = faust.App(
-        # Faust's own consumer group must not be the engine's (different assignors).
         f"{settings.topic_prefix}{settings.app_id}-worker",
         broker=faust_broker_url(settings),
-        broker_credentials=credentials,
         datadir=str(settings.data_dir / "faust"),
         web_enabled=True,
         web_bind=settings.web_host,
@@ -111,9 +133,12 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
     )
-    # The engine consumes with its own batch consumer: Faust's consumer would only add a
-    # second group to join (and to wait for after a crash), so the app runs producer-only.
+    # The engine consumes and produces with its own clients: Faust's consumer would only add
+    # a second group to join, and its producer a connection that must succeed at start (a
+    # worker must start while a broker, or all of them, are down). Faust runs the process
+    # and the web server only, and never connects to Kafka.
     app.producer_only = True
+    app.boot_strategy = _WebOnly(app)
     # An instance, not a class: Faust starts it with the app and stops it on shutdown.
     app.service(EngineService(engine))  # type: ignore[arg-type]
 
@@ -129,15 +154,8 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
     @app.page("/health")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            body = {
-                "catalog_loaded": engine.catalog.ready.is_set(),
-                "engagements": len(engine.catalog.catalog),
-                "partitions": engine.partitions,
-                "worker_id": settings.worker_id,
-                "records_committed": dict(engine.records_committed),
-            }
-            status = 200 if engine.catalog.ready.is_set() else 503
-            return self.json(body, status=status)
+            ready, body = engine_health(engine)
+            return self.json(body, status=200 if ready else 503)
 
     @app.page("/engagements")
     class EngagementsView(View):
@@ -151,16 +169,11 @@ def build_app(settings: Settings, registry: EngineMetrics | None = None) -> faus
 
     @app.page("/diagnose/{engagement_id}")
     class DiagnoseView(View):
-        async def get(self, request: Request, engagement_id: str) -> Response:
-            from engine.admin.diagnose import diagnose
+        # Off the worker's loop, one shared read at a time: see engine.admin.diagnose_cache.
+        reports = DiagnoseCache.for_settings(settings)
 
-            since = request.query.get("since")
-            report = await diagnose(
-                settings,
-                engagement_id,
-                int(time.time() * 1000),
-                int(since) if since and since.isdigit() else None,
-            )
-            return self.json(report.to_json_dict())
+        async def get(self, request: Request, engagement_id: str) -> Response:
+            status, body = await self.reports.answer(engagement_id, request.query.get("since"))
+            return self.bytes(body, content_type="application/json", status=status)
 
     return app

@@ -46,6 +46,11 @@ WORKER_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "seconds between commits (DECLIC_CHECKPOINT_INTERVAL_SECONDS)",
     ),
+    "--max-record-bytes": (
+        "max_record_bytes",
+        int,
+        "largest record produced; larger outputs become dead letters (DECLIC_MAX_RECORD_BYTES)",
+    ),
 }
 
 
@@ -177,6 +182,15 @@ def _add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "--duration", type=float, default=30.0, help="seconds of --rate publishing (default 30)"
     )
     bench.add_argument(
+        "--diagnose-clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --rate, publish at that rate again for as long while N clients request "
+        "GET /diagnose/<engagement> from the worker in a loop, and report both latencies "
+        "(default 0: no such phase)",
+    )
+    bench.add_argument(
         "--floor-events",
         type=int,
         default=20_000,
@@ -301,6 +315,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise DeclicError(f"--{name.replace('_', '-')}: must be at least 1")
     if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
         raise DeclicError("--rate and --duration must be positive")
+    if args.diagnose_clients < 0 or (args.diagnose_clients and args.rate is None):
+        raise DeclicError("--diagnose-clients: must be at least 0, and needs --rate")
     if args.plot is not None:
         from engine.bench.plot import write_plot  # fail now, not after the run, without it
     settings = settings_from_args(args)
@@ -321,6 +337,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         keep_topics=args.keep_topics,
         workers=args.workers,
+        diagnose_clients=args.diagnose_clients,
     )
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like Ctrl-C: the workers and the floor stop, the topics are deleted.

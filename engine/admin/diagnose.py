@@ -1,8 +1,10 @@
-"""Gather what `declic diagnose` needs from Kafka: figures, engagement records, history."""
+"""Gather what `declic diagnose` needs from Kafka (figures, engagement records, history)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from engine.admin.engagements import read_catalog
@@ -12,44 +14,60 @@ from engine.settings import Settings
 from engine.stats.reader import read_stats
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What every report is built from: the three topics as one read found them."""
+
+    stats: dict[str, dict[str, Any]]
+    records: dict[str, dict[str, Any]]
+    history: list[dict[str, Any]]
+    read_at_ms: int  # wall-clock time the read began
+
+
+async def read_snapshot(settings: Settings, engagement_id: str | None = None) -> Snapshot:
+    """Read engagement-stats, engagements and engagement-changelog (one engagement's
+    history only, when ``engagement_id`` is given)."""
+    read_at_ms = int(time.time() * 1000)
+    stats, records, history = await asyncio.gather(
+        read_stats(settings), read_catalog(settings), read_history(settings, engagement_id)
+    )
+    return Snapshot(stats, records, history, read_at_ms)
+
+
+def report_from(
+    snapshot: Snapshot,
+    engagement_id: str,
+    now_ms: int,
+    since_ms: int | None,
+    unseen_delivery_seconds: int,
+) -> Report:
+    """Return the report of one engagement, built from ``snapshot``."""
+    return build_report(
+        _figures(snapshot.stats, engagement_id, unseen_delivery_seconds),
+        snapshot.records.get(engagement_id),
+        [change for change in snapshot.history if change["engagement_id"] == engagement_id],
+        now_ms,
+        since_ms,
+        rivals=list(snapshot.records.values()),
+    )
+
+
 async def diagnose(
     settings: Settings, engagement_id: str, now_ms: int, since_ms: int | None = None
 ) -> Report:
     """Return the report of one engagement."""
-    stats, records, history = await asyncio.gather(
-        read_stats(settings), read_catalog(settings), read_history(settings, engagement_id)
-    )
-    return build_report(
-        _figures(stats, engagement_id, settings.unseen_delivery_seconds),
-        records.get(engagement_id),
-        history,
-        now_ms,
-        since_ms,
-        rivals=list(records.values()),
-    )
+    snapshot = await read_snapshot(settings, engagement_id)
+    return report_from(snapshot, engagement_id, now_ms, since_ms, settings.unseen_delivery_seconds)
 
 
 async def diagnose_active(settings: Settings, now_ms: int) -> list[Report]:
     """Return the reports of every active engagement."""
-    stats, records, history = await asyncio.gather(
-        read_stats(settings), read_catalog(settings), read_history(settings)
-    )
-    reports = []
-    for engagement_id, record in sorted(records.items()):
-        if record["engagement"]["status"] != "active":
-            continue
-        changes = [change for change in history if change["engagement_id"] == engagement_id]
-        reports.append(
-            build_report(
-                _figures(stats, engagement_id, settings.unseen_delivery_seconds),
-                record,
-                changes,
-                now_ms,
-                None,
-                rivals=list(records.values()),
-            )
-        )
-    return reports
+    snapshot = await read_snapshot(settings)
+    return [
+        report_from(snapshot, engagement_id, now_ms, None, settings.unseen_delivery_seconds)
+        for engagement_id, record in sorted(snapshot.records.items())
+        if record["engagement"]["status"] == "active"
+    ]
 
 
 def _figures(

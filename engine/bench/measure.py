@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -142,6 +143,59 @@ def run_floor(command: list[str], log_path: Path, timeout: float) -> dict[str, A
                     process.kill()
                     process.wait(30)
             process.stdout.close()
+
+
+class DiagnoseLoad:
+    """The `engine.bench.diagnose_load` child: one client per URL requesting it in a loop."""
+
+    def __init__(self, urls: Sequence[str], log_path: Path) -> None:
+        self.urls = list(urls)
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the clients."""
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "engine.bench.diagnose_load", *self.urls],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+
+    def stop(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Stop the clients; return the requests served, their p50 / p99 ms and the errors."""
+        process = self._process
+        assert process is not None, "start() first"
+        self._process = None
+        try:
+            output, _ = process.communicate(b"", timeout)  # closing stdin stops the clients
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise BenchError(f"the diagnose clients did not stop; see {self.log_path}") from None
+        if process.returncode != 0:
+            raise BenchError(f"the diagnose clients failed; see {self.log_path}")
+        result = orjson.loads(output)
+        durations: list[float] = result["durations_ms"]
+        summary: dict[str, Any] = {
+            "clients": result["clients"],
+            "seconds": result["seconds"],
+            "requests": len(durations),
+            "errors": result["errors"],
+        }
+        if durations:
+            summary["request_ms_p50"] = percentile(durations, 0.50)
+            summary["request_ms_p99"] = percentile(durations, 0.99)
+        return summary
+
+    def kill(self) -> None:
+        """Stop the clients at once, their figures unread (the phase failed)."""
+        process = self._process
+        self._process = None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def _result_line(output: bytes) -> bytes | None:

@@ -36,6 +36,9 @@ def render_table(results: dict[str, Any]) -> str:
         )
     else:
         rows.append(("latency p50 / p99 ms", "n/a (no delivery at fixed rate)"))
+    loaded = engine.get("fixed_rate_diagnose")
+    if loaded is not None:
+        rows.append(_diagnose_row(loaded))
     rows += [
         ("peak RSS MiB (worker)", f"{engine['peak_rss_bytes'] / MIB:,.1f}"),
         ("state size MiB (data dir)", f"{engine['state_bytes'] / MIB:,.1f}"),
@@ -51,6 +54,27 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
+def _diagnose_row(fixed: dict[str, Any]) -> tuple[str, str]:
+    """Return the row of the fixed-rate phase run while clients requested /diagnose."""
+    diagnose = fixed["diagnose"]
+    label = f"latency p50 / p99 ms at {fixed['rate']:g}/s"
+    label += f", {diagnose['clients']} /diagnose clients"
+    served = f"{diagnose['requests']:,} diagnose requests served"
+    if "request_ms_p50" in diagnose:
+        p50, p99 = diagnose["request_ms_p50"], diagnose["request_ms_p99"]
+        served += f", each {p50:,.0f} / {p99:,.0f} ms"
+    errors = sum(diagnose["errors"].values())
+    if errors:
+        served += f", {errors:,} failed"
+    if "latency_ms_p50" not in fixed:
+        return label, f"n/a (no delivery; {served})"
+    return (
+        label,
+        f"{fixed['latency_ms_p50']:,.0f} / {fixed['latency_ms_p99']:,.0f}"
+        f" ({fixed['deliveries']} deliveries; {served})",
+    )
+
+
 # Headline figures: name in the per-run list, and path in the results.
 HEADLINE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine_events_per_second", ("engine", "events_per_second")),
@@ -62,6 +86,9 @@ HEADLINE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("state_bytes", ("engine", "state_bytes")),
     ("latency_ms_p50", ("engine", "fixed_rate", "latency_ms_p50")),
     ("latency_ms_p99", ("engine", "fixed_rate", "latency_ms_p99")),
+    ("diagnose_load_latency_ms_p50", ("engine", "fixed_rate_diagnose", "latency_ms_p50")),
+    ("diagnose_load_latency_ms_p99", ("engine", "fixed_rate_diagnose", "latency_ms_p99")),
+    ("diagnose_requests", ("engine", "fixed_rate_diagnose", "diagnose", "requests")),
 )
 
 

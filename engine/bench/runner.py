@@ -42,6 +42,7 @@ class BenchOptions:
     timeout: float = 1800.0
     keep_topics: bool = False
     workers: int = 1
+    diagnose_clients: int = 0
 
 
 def _free_port() -> int:
@@ -75,10 +76,12 @@ async def _prepare(settings: Settings, options: BenchOptions, now_ms: int) -> No
     _note(f"published {options.users} profiles and {options.events} events")
 
 
-async def _publish_at_rate(settings: Settings, options: BenchOptions) -> tuple[int, float]:
+async def _publish_at_rate(
+    settings: Settings, options: BenchOptions, seed: int
+) -> tuple[int, float]:
     """Publish at `rate` events/s in batches every 10 ms for `duration`; return count, start."""
     assert options.rate is not None
-    source = EventSource(options.users, options.seed + 1)
+    source = EventSource(options.users, seed)
     producer = kafka_io.bulk_producer(settings, kafka_io.PROMPT_LINGER_MS)
     await producer.start()
     sent = 0
@@ -128,14 +131,27 @@ def _wait_for_events(
 
 
 def _rate_phase(
-    settings: Settings, options: BenchOptions, workers: list[WorkerProcess]
+    settings: Settings,
+    options: BenchOptions,
+    workers: list[WorkerProcess],
+    seed: int,
+    load: measure.DiagnoseLoad | None = None,
 ) -> dict[str, Any]:
-    """Publish at a fixed rate while the workers run; return the latency figures."""
+    """Publish at a fixed rate while the workers run (and `load` requests /diagnose, until
+    they caught up); return the latency figures."""
     assert options.rate is not None
     series = _wait_for_events(workers, 0.0, 0.0, options.timeout)
     already = sum(series[-1][1].get(topic, 0.0) for topic in EVENT_TOPICS)
-    sent, started = asyncio.run(_publish_at_rate(settings, options))
-    _wait_for_events(workers, already + sent, 0.0, options.timeout)
+    if load is not None:
+        load.start()
+    try:
+        sent, started = asyncio.run(_publish_at_rate(settings, options, seed))
+        _wait_for_events(workers, already + sent, 0.0, options.timeout)
+    except BaseException:
+        if load is not None:
+            load.kill()
+        raise
+    diagnose = load.stop() if load is not None else None
     timed = asyncio.run(kafka_io.delivery_latencies(settings, started * 1000))
     latencies = [latency for _, latency in timed]
     summary: dict[str, Any] = {
@@ -152,7 +168,22 @@ def _rate_phase(
         summary["latency_ms_p50"] = measure.percentile(latencies, 0.50)
         summary["latency_ms_p99"] = measure.percentile(latencies, 0.99)
         summary["latency_ms_mean"] = statistics.fmean(latencies)
+    if diagnose is not None:
+        summary["diagnose"] = diagnose
     return summary
+
+
+def _diagnose_load(
+    options: BenchOptions, workers: list[WorkerProcess], work_dir: Path
+) -> measure.DiagnoseLoad:
+    """Return the --diagnose-clients load: clients spread over the workers, all asking for
+    the workload's first engagement."""
+    engagement_id = engagements(1, options.seed)[0]["id"]
+    urls = [
+        f"{workers[number % len(workers)].base_url}/diagnose/{engagement_id}"
+        for number in range(options.diagnose_clients)
+    ]
+    return measure.DiagnoseLoad(urls, work_dir / "diagnose-clients.log")
 
 
 def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
@@ -228,7 +259,17 @@ def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> 
         }
         if options.rate:
             _note(f"fixed rate: {options.rate:g} events/s for {options.duration:g}s")
-            engine["fixed_rate"] = _rate_phase(settings, options, workers)
+            engine["fixed_rate"] = _rate_phase(settings, options, workers, options.seed + 1)
+        if options.rate and options.diagnose_clients:
+            # The same rate and length again, on new events, while clients ask for diagnoses.
+            _note(
+                f"fixed rate again, with {options.diagnose_clients} clients requesting "
+                "/diagnose in a loop"
+            )
+            load = _diagnose_load(options, workers, work_dir)
+            engine["fixed_rate_diagnose"] = _rate_phase(
+                settings, options, workers, options.seed + 2, load
+            )
         peaks = [measure.peak_rss_bytes(worker.pid) for worker in workers if worker.pid]
         engine["peak_rss_bytes"] = max(peaks)  # of one worker: what each must be sized for
         engine["peak_rss_bytes_all_workers"] = sum(peaks)

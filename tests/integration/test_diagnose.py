@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from engine.admin.diagnose import diagnose
+from engine.admin.diagnose_cache import DIAGNOSE_CACHE_SECONDS
 from engine.cli import main
+from engine.core.timestamps import parse_timestamp
 from engine.stats.reader import read_stats
 from engine.worker_process import WorkerProcess
 from tests.integration.conftest import Harness, _free_port
@@ -226,3 +231,65 @@ async def _both_own_partitions(first: WorkerProcess, second: WorkerProcess) -> N
     while not (first.health()["partitions"] and second.health()["partitions"]):
         assert time.monotonic() < deadline, "partitions were not shared between the workers"
         await asyncio.sleep(0.5)
+
+
+async def test_concurrent_requests_to_the_worker_all_get_the_report(harness: Harness) -> None:
+    engagement_id = _id("busy")
+    event = f"Busy {engagement_id}"
+    document = _engagement(engagement_id, {"event": "custom", "name": event})
+    await harness.apply(document)
+    await harness.apply({**document, "audience": {"filters": [], "percent": 5}})
+    events = [_custom(_id("user"), event) for _ in range(60)]
+    assert await _run(harness, document, events) == "changed_after_launch"
+    url = f"{harness.worker.base_url}/diagnose/{engagement_id}"
+    # A read an earlier request left in the worker's cache may predate this engagement.
+    await _wait_for_cause(url, "changed_after_launch")
+    answers = await asyncio.to_thread(_get_all_at_once, [url] * 20)
+
+    assert [status for status, _ in answers] == [200] * 20
+    reports = [json.loads(body) for _, body in answers]
+    # Each is the report `diagnose` builds as of its generation time (one, unless a read
+    # expired in between).
+    for generated_at in {report["generated_at"] for report in reports}:
+        expected = await diagnose(harness.settings, engagement_id, parse_timestamp(generated_at))
+        single = json.loads(json.dumps(expected.to_json_dict()))
+        assert single["verdicts"][0]["cause"] == "changed_after_launch"
+        for report in reports:
+            if report["generated_at"] == generated_at:
+                assert report == single
+
+    since = "2020-01-01T00:00:00Z"
+    [(status, body)] = await asyncio.to_thread(_get_all_at_once, [f"{url}?since={since}"])
+    assert status == 200
+    assert json.loads(body)["changes_since"] == "2020-01-01T00:00:00.000Z"
+    [(status, body)] = await asyncio.to_thread(_get_all_at_once, [f"{url}?since=yesterday"])
+    assert status == 400
+    assert json.loads(body)["error"] == "invalid_since"
+
+
+async def _wait_for_cause(url: str, cause: str) -> None:
+    """Wait until the worker's report of an engagement gives ``cause`` first."""
+    deadline = time.monotonic() + 4 * DIAGNOSE_CACHE_SECONDS + 30
+    while True:
+        [(status, body)] = await asyncio.to_thread(_get_all_at_once, [url])
+        verdicts = json.loads(body).get("verdicts") if status == 200 else None
+        if verdicts and verdicts[0]["cause"] == cause:
+            return
+        assert time.monotonic() < deadline, f"{url} never gave {cause}: {status} {body[:500]!r}"
+        await asyncio.sleep(0.5)
+
+
+def _get_all_at_once(urls: list[str]) -> list[tuple[int, bytes]]:
+    """GET every URL, each from a thread of its own, all released together."""
+    start = threading.Barrier(len(urls))
+
+    def get(url: str) -> tuple[int, bytes]:
+        start.wait()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        return list(pool.map(get, urls))
