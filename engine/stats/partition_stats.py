@@ -158,6 +158,13 @@ class PartitionStats:
             records.append((f"{engagement_id}:{self._partition}".encode(), value))
         return records
 
+    def close(self) -> None:
+        """Abandon a publication under way: its scan holds a store iterator, which keeps
+        the database (and its lock) open after the store is closed."""
+        if self._scan is not None:
+            self._scan.close()
+            self._scan = None
+
     def forget_published(self) -> None:
         """Publish every engagement's figures next time (the last publication was aborted)."""
         self._published.clear()

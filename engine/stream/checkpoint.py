@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from engine.settings import Settings
-from engine.stream.bulk_send import BatchProducer, BulkSender, OutputRecord
+from engine.stream.bulk_send import BatchProducer, BulkSender, OutputRecord, SentBatch
 
 TRANSACTION_RETRY_BACKOFF_MS = 5
 
@@ -81,12 +81,26 @@ async def run_transaction(
     transaction is left as it is: the caller aborts it (or replaces the producer).
     """
     await producer.begin_transaction()
-    batches = await sender.send(records)
-    changelog_batches = await sender.send_to(changelog.topic, changelog.partition, changes)
-    if offsets:
-        await producer.send_offsets_to_transaction(offsets, group_id)
-    await asyncio.gather(*(batch.future for batch in (*batches, *changelog_batches)))
+    batches: list[SentBatch] = []
+    try:
+        batches += await sender.send(records)
+        changelog_batches = await sender.send_to(changelog.topic, changelog.partition, changes)
+        batches += changelog_batches
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, group_id)
+        await asyncio.gather(*(batch.future for batch in batches))
+    except BaseException:
+        for batch in batches:
+            # The failure is the transaction's, reported once by the caller: the batches'
+            # own errors would only be logged as "never retrieved".
+            batch.future.add_done_callback(_retrieve)
+        raise
     await producer.commit_transaction()
     if not changelog_batches:
         return None
     return max(batch.last_offset() for batch in changelog_batches)
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

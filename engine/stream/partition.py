@@ -227,7 +227,7 @@ class Partition:
     async def _replace_producer(self) -> None:
         self._consumer.pause(*self.inputs)
         self._forget()
-        self._processor = None
+        self._close_processor()
         producer, self._producer, self._sender = self._producer, None, None
         self.state = PartitionState.ASSIGNING
         if producer is not None:
@@ -253,8 +253,13 @@ class Partition:
         producer, self._producer, self._sender = self._producer, None, None
         if producer is not None:
             await _stop(producer)
-        self._processor = None
+        self._close_processor()
         self.store.close()
+
+    def _close_processor(self) -> None:
+        if self._processor is not None:
+            self._processor.close()
+            self._processor = None
 
 
 async def _stop(producer: TransactionalProducer) -> None:

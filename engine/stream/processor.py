@@ -368,6 +368,12 @@ class PartitionProcessor:
             self.outbox.records.append(OutputRecord(self.topics.engagement_stats, key, value))
         return publication.seconds
 
+    def close(self) -> None:
+        """Let go of what holds the store open (a figures scan under way) and the caches."""
+        self.stats.close()
+        self._users.clear()
+        self._dirty_users.clear()
+
     def rollback(self) -> dict[TopicPartition, int]:
         """Forget everything not committed: caches, staged state, due index, outbox.
 

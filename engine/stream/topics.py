@@ -79,22 +79,32 @@ class TopicNames:
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """Return every topic the engine uses, with partitions and configuration."""
+    """Return every topic the engine uses, with partitions and configuration.
+
+    With three replicas or more, a write needs two in-sync replicas (every producer
+    asks all in-sync replicas to acknowledge): one node down loses nothing and stops
+    nothing.
+    """
     names = TopicNames.for_settings(settings)
     replicas = settings.replication_factor
-    specs = [NewTopic(name, settings.partitions, replicas) for name in names.inputs]
+    durable = {"min.insync.replicas": "2"} if replicas >= 3 else {}
+
+    def topic(name: str, partitions: int, configs: dict[str, str] | None = None) -> NewTopic:
+        return NewTopic(name, partitions, replicas, topic_configs={**durable, **(configs or {})})
+
+    specs = [topic(name, settings.partitions) for name in names.inputs]
     specs += [
-        NewTopic(names.deliveries, settings.partitions, replicas),
-        NewTopic(names.impressions, settings.partitions, replicas),
-        NewTopic(names.conversions, settings.partitions, replicas),
-        NewTopic(names.dead_letters, settings.partitions, replicas),
-        NewTopic(names.state_changelog, settings.partitions, replicas, topic_configs=COMPACTED),
+        topic(names.deliveries, settings.partitions),
+        topic(names.impressions, settings.partitions),
+        topic(names.conversions, settings.partitions),
+        topic(names.dead_letters, settings.partitions),
+        topic(names.state_changelog, settings.partitions, COMPACTED),
         # The catalog is small and read whole by every worker: one partition keeps its order.
-        NewTopic(names.engagements, 1, replicas, topic_configs=COMPACTED),
+        topic(names.engagements, 1, COMPACTED),
         # The audit trail of engagement changes: in order, and never deleted.
-        NewTopic(names.engagement_changelog, 1, replicas, topic_configs=KEPT_FOREVER),
+        topic(names.engagement_changelog, 1, KEPT_FOREVER),
         # Latest figures per (engagement, partition): small, read whole by `declic diagnose`.
-        NewTopic(names.engagement_stats, 1, replicas, topic_configs=COMPACTED),
+        topic(names.engagement_stats, 1, COMPACTED),
     ]
     return specs
 

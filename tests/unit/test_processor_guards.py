@@ -254,3 +254,19 @@ def test_a_stored_pending_delivery_that_cannot_be_read_is_skipped_and_the_others
     [delivery] = _outputs(reopened, TOPICS.deliveries)
     assert (delivery["engagement_id"], delivery["user_id"]) == ("later", "ann")
     assert store.get(pending_key) is None or reopened.store.get(pending_key) is None
+
+
+def test_a_store_closed_during_a_figures_scan_can_be_opened_again_at_once(
+    tmp_path: Path,
+) -> None:
+    """A partition revoked and assigned back while its figures were being measured."""
+    store = PartitionStore(tmp_path / "partition-0")
+    store.write([(USER_PREFIX + f"user-{n}".encode(), b"{}") for n in range(5_000)], None)
+    processor = _processor(store, _catalog(_engagement("hello", "Open")))
+    processor.begin_stats(NOW_MS, 60_000)
+    assert processor.advance_stats(0.0) is None  # the scan holds a store iterator now
+    processor.close()
+    store.close()
+    reopened = PartitionStore(tmp_path / "partition-0")
+    assert reopened.get(USER_PREFIX + b"user-1") == b"{}"
+    reopened.close()
