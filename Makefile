@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WITH_BROKER := bash deploy/local/with-broker.sh
 
-.PHONY: all setup demo test lint unit integration prometheus-check broker-start broker-stop clean
+.PHONY: all setup demo test lint unit integration chaos prometheus-check broker-start broker-stop clean
 
 all: test
 
@@ -35,11 +35,16 @@ unit: setup
 integration: setup
 	$(WITH_BROKER) $(BIN)/pytest tests/integration -q
 
+# Fault scenarios on a three-node cluster of their own (started and deleted by the tests).
+chaos: setup
+	$(BIN)/pytest tests/chaos -q
+
 prometheus-check:
 	bash deploy/prometheus/check.sh
 
 test: setup lint prometheus-check
-	$(WITH_BROKER) $(BIN)/pytest tests -q
+	$(WITH_BROKER) $(BIN)/pytest tests -q --ignore=tests/chaos
+	$(MAKE) --no-print-directory chaos
 
 broker-start: setup
 	bash deploy/local/kafka.sh start
@@ -48,4 +53,7 @@ broker-stop:
 	bash deploy/local/kafka.sh stop
 
 clean: broker-stop
+	bash deploy/local/kafka.sh cluster-stop
+	DECLIC_KAFKA_CLUSTER_RUN_DIR=.run/chaos-cluster DECLIC_KAFKA_CLUSTER_PORT=39092 \
+		bash deploy/local/kafka.sh cluster-stop
 	rm -rf $(VENV) .run .declic .pytest_cache .mypy_cache .ruff_cache
