@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from engine.settings import Settings
 from engine.stream.topics import TopicNames
+from tests.offsets import OffsetReader
 
 VISIT = "Visit"  # triggers the once-per-user engagement
 CART = "Cart"  # triggers the delayed engagement
@@ -220,7 +220,7 @@ class LagSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        async with _OffsetReader(self._settings) as reader:
+        async with OffsetReader(self._settings) as reader:
             while True:
                 try:
                     ends, committed = await asyncio.wait_for(reader.offsets(), 5)
@@ -242,41 +242,3 @@ class LagSampler:
             if all(sample.committed.get(tp, 0) >= end for tp, end in previous.ends.items()):
                 return sample.at - fault_at
         return None
-
-
-class _OffsetReader:
-    """One admin client and one consumer, kept open, to read offsets repeatedly."""
-
-    def __init__(self, settings: Settings) -> None:
-        names = TopicNames.for_settings(settings)
-        self._group = f"{settings.topic_prefix}{settings.app_id}"
-        self._inputs = [
-            TopicPartition(topic, partition)
-            for topic in names.inputs
-            for partition in range(settings.partitions)
-        ]
-        self._admin = AIOKafkaAdminClient(**settings.kafka_client_options())
-        self._consumer = AIOKafkaConsumer(
-            **settings.kafka_client_options(), group_id=None, isolation_level="read_committed"
-        )
-
-    async def __aenter__(self) -> _OffsetReader:
-        await self._admin.start()
-        await self._consumer.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-        await self._admin.close()
-
-    async def offsets(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-        ends = await self._consumer.end_offsets(self._inputs)
-        committed = await self._admin.list_consumer_group_offsets(self._group)
-        return ends, {tp: meta.offset for tp, meta in committed.items()}
-
-
-async def group_lag(settings: Settings) -> int:
-    """Return end offsets minus the engine group's committed offsets, over every input."""
-    async with _OffsetReader(settings) as reader:
-        ends, committed = await reader.offsets()
-    return sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())

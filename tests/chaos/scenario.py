@@ -15,7 +15,6 @@ import shutil
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,10 @@ from engine.settings import load_settings
 from engine.stream.topics import ensure_topics
 from engine.worker_process import WorkerProcess
 from tests.chaos.conftest import Cluster
-from tests.chaos.load import CART, VISIT, ImpressionApp, LagSampler, Publisher, group_lag
+from tests.chaos.load import CART, VISIT, ImpressionApp, LagSampler, Publisher
 from tests.chaos.referee import VOLUMES, referee
 from tests.integration.conftest import _free_port
+from tests.offsets import group_lag
 
 REPORT_DIR = Path(__file__).resolve().parents[2] / ".run" / "chaos"
 WORKERS = 3
@@ -238,6 +238,3 @@ def failures(report: dict[str, Any]) -> dict[str, int]:
         for key, value in report.items()
         if key.startswith(broken) and key not in VOLUMES and value
     }
-
-
-Fault = Callable[[Scenario], Awaitable[None]]
