@@ -31,12 +31,14 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from engine.core.caps import FrequencyCap
 from engine.core.catalog import Catalog
 from engine.core.policy import MatchPolicy
-from engine.metrics import BatchTally, EngineMetrics
+from engine.metrics import EngineMetrics
 from engine.settings import Settings
 from engine.state.recovery import ChangelogRecovery
 from engine.state.store import PartitionStore
+from engine.stats.partition_stats import PartitionStats
 from engine.stream.catalog_follower import CatalogFollower
 from engine.stream.checkpoint import TransactionalProducer, start_partition_producer
+from engine.stream.figures import CommittedCounts, FigurePublications
 from engine.stream.partition import Partition, PartitionContext, PartitionState
 from engine.stream.processor import PartitionProcessor
 from engine.stream.retry import retry_kafka_forever
@@ -44,10 +46,6 @@ from engine.stream.topics import TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
 
-# Time given to the engagement figures' scans between batches: a slice at most once per
-# period, so that small, frequent batches (a moderate load) still get 80% of the loop.
-STATS_SLICE_SECONDS = 0.005
-STATS_SLICE_PERIOD_SECONDS = 0.025
 # Records are handed to a partition's processor this many at a time, and other tasks
 # (the commit under way, group heartbeats, HTTP) get the loop after about this long of
 # processing: well within the 10 s group session, without handing it over needlessly.
@@ -57,9 +55,6 @@ SLICE_SECONDS = 0.5
 RECOVERY_SLICE_SECONDS = 0.25
 # A checkpoint still committing after this many intervals holds the processing back.
 COMMIT_WAIT_FACTOR = 5
-# Committed counts reach the metrics and engagement figures at most this late. Folding
-# costs per distinct engagement and outcome, so it is done for many checkpoints at once.
-FOLD_INTERVAL_SECONDS = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -118,11 +113,13 @@ class Engine:
         self._lock = asyncio.Lock()
         self._consumer: Any = None
         self._last_checkpoint = time.monotonic()
-        self._last_stats = time.monotonic()
-        self._last_stats_slice = 0.0
-        # Committed tallies not yet folded into the metrics and figures, by partition,
-        # with the monotonic time of the first one.
-        self._unfolded: dict[int, tuple[float, BatchTally]] = {}
+        self._committed = CommittedCounts(metrics, self._stats_of)
+        self._figures = FigurePublications(
+            metrics,
+            settings.stats_interval_seconds,
+            settings.unseen_delivery_seconds * 1000,
+            before=self.fold_committed,  # the figures published include every committed count
+        )
         self._failure: Exception | None = None
         # The checkpoint under way, committing while the next batches are processed.
         self._commit_task: asyncio.Task[None] | None = None
@@ -208,8 +205,8 @@ class Engine:
                 now_ms = int(time.time() * 1000)
                 for partition in self._running():
                     partition.processor.release_due(now_ms)
-                self._work_on_stats(now_ms)
-                self._fold_oldest_due()
+                self._figures.work([partition.processor for partition in self._running()], now_ms)
+                self._committed.fold_oldest_due()
                 if self._commit_task is not None and self._commit_task.done():
                     task, self._commit_task = self._commit_task, None
                     task.result()  # a checkpoint never fails the loop: this raises only bugs
@@ -314,27 +311,6 @@ class Engine:
             kind = self.topics.inputs[tp.topic].value
             self.metrics.consumer_lag.labels(kind, str(tp.partition)).set(lag)
 
-    def _work_on_stats(self, now_ms: int) -> None:
-        """Start a publication of engagement figures when due, and advance one under way."""
-        processors = [partition.processor for partition in self._running()]
-        publishing = [processor for processor in processors if processor.stats.publishing]
-        if not publishing:
-            if time.monotonic() - self._last_stats < self.settings.stats_interval_seconds:
-                return
-            self._last_stats = time.monotonic()
-            self.fold_committed()  # the figures published include every committed count
-            unseen_after_ms = self.settings.unseen_delivery_seconds * 1000
-            for processor in processors:
-                processor.begin_stats(now_ms, unseen_after_ms)
-            publishing = processors
-        if not publishing or time.monotonic() - self._last_stats_slice < STATS_SLICE_PERIOD_SECONDS:
-            return
-        self._last_stats_slice = time.monotonic()
-        for processor in publishing:
-            seconds = processor.advance_stats(STATS_SLICE_SECONDS / len(publishing))
-            if seconds is not None:
-                self.metrics.stats_publication.observe(seconds)
-
     async def _checkpoint_all(self, only: set[int] | None = None) -> None:
         """Commit every running partition (or those of ``only``), each in its transaction."""
         self._last_checkpoint = time.monotonic()
@@ -352,37 +328,15 @@ class Engine:
             if outbox is None:
                 continue
             self.records_committed.update(outbox.tally.events_read)
-            if partition.number in self._unfolded:
-                self._unfolded[partition.number][1].merge(outbox.tally)
-            else:
-                self._unfolded[partition.number] = (time.monotonic(), outbox.tally)
+            self._committed.add(partition.number, outbox.tally)
 
     def fold_committed(self) -> None:
         """Fold the committed tallies into the metrics and the engagement figures."""
-        for partition in list(self._unfolded):
-            self._fold(partition)
+        self._committed.fold_all()
 
-    def _fold_oldest_due(self) -> None:
-        """Fold the partition whose counts have waited longest, once they are due.
-
-        One partition at a time: folding costs milliseconds per partition, a pause every
-        delivery under way would otherwise wait for all at once.
-        """
-        if not self._unfolded:
-            return
-        since, partition = min(
-            (since, partition) for partition, (since, _) in self._unfolded.items()
-        )
-        if time.monotonic() - since >= FOLD_INTERVAL_SECONDS:
-            self._fold(partition)
-
-    def _fold(self, number: int) -> None:
-        _, tally = self._unfolded.pop(number)
-        tally.settle()
-        self.metrics.record(tally)
+    def _stats_of(self, number: int) -> PartitionStats | None:
         partition = self._partitions.get(number)
-        if partition is not None and partition.running:
-            partition.processor.stats.fold(tally, int(time.time() * 1000))
+        return partition.processor.stats if partition is not None and partition.running else None
 
     async def acquire(self, numbers: set[int]) -> None:
         """Take partitions on: they start as ASSIGNING, their inputs paused."""
