@@ -378,8 +378,15 @@ log.cleaner.dedupe.buffer.size=33554432
 EOF
 }
 
+# 16 random bytes, URL-safe base64 without padding, never starting with "-": the
+# storage tool would read such an id as an option (Kafka's own random-uuid avoids it too).
 new_cluster_id() {
-    head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+    local id
+    while :; do
+        id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+        [[ $id == -* ]] || break
+    done
+    printf '%s\n' "$id"
 }
 
 # format_storage DATA_DIR PROPS LOG_FILE [CLUSTER_ID]: formats DATA_DIR unless
