@@ -41,7 +41,7 @@ from engine.stream.checkpoint import TransactionalProducer, start_partition_prod
 from engine.stream.figures import CommittedCounts, FigurePublications
 from engine.stream.partition import Partition, PartitionContext, PartitionState
 from engine.stream.processor import PartitionProcessor
-from engine.stream.retry import retry_kafka_forever
+from engine.stream.retry import KAFKA_UNAVAILABLE, retry_kafka_forever
 from engine.stream.topics import TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -247,10 +247,15 @@ class Engine:
             for task in [task for task in self._opening.values() if task.done()]:
                 task.result()  # only a local failure (the store) reaches here: stop the worker
             self._opening = {p: task for p, task in self._opening.items() if not task.done()}
-            recovered = await self._recovery.step(RECOVERY_SLICE_SECONDS)
-            for number, replayed in recovered.items():
-                await self._partitions[number].start_running()
-                self.metrics.state_recovery_records.inc(replayed)
+            try:
+                recovered = await self._recovery.step(RECOVERY_SLICE_SECONDS)
+                for number, replayed in recovered.items():
+                    self.metrics.state_recovery_records.inc(replayed)
+                    await self._partitions[number].start_running()
+            except KAFKA_UNAVAILABLE as error:
+                # Still RECOVERING, out of the recovery: the next pass begins it again.
+                log.warning("recovery interrupted (%r); going on at the next pass", error)
+                return
             if recovered:
                 self.metrics.assigned_partitions.set(len(self.partitions))
                 # What exists now (modules, catalog, partitions) lives as long as the worker:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from engine.errors import ConfigError
 from engine.settings import Settings
@@ -118,15 +118,29 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = set(await retry_kafka_briefly(admin.list_topics))
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
-            # Another process may win the race: the partition check below still applies.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await retry_kafka_briefly(lambda: admin.create_topics(missing))
+            response = await retry_kafka_briefly(lambda: admin.create_topics(missing))
+            _raise_creation_errors(response)
             log.info("created topics: %s", ", ".join(spec.name for spec in missing))
             await _wait_for_leaders(admin, [spec.name for spec in missing])
         await _check_partition_counts(admin, settings)
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+def _raise_creation_errors(response: Any) -> None:
+    """Raise the first error the broker gave for a topic (one created meanwhile is fine).
+
+    The admin client returns per-topic errors instead of raising them: a replication
+    factor larger than the brokers alive (a node down) would otherwise pass unseen.
+    """
+    for entry in response.topic_errors:
+        topic, code = entry[0], entry[1]
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue  # another process may win the race: the partition check still applies
+        error = for_code(code)
+        message = entry[2] if len(entry) > 2 and entry[2] else error.description
+        raise error(f"cannot create topic {topic!r}: {message}")
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:

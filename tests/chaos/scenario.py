@@ -77,18 +77,20 @@ class Scenario:
         )
         return WorkerProcess(settings, tmp / "logs" / f"worker-{n}.log")
 
-    async def start(self) -> None:
-        """Create topics, apply the engagements, start the workers and the load."""
-        await ensure_topics(self.settings)
-        now_ms = int(time.time() * 1000)
-        engagements: list[dict[str, Any]] = [
+    def engagements(self) -> list[dict[str, Any]]:
+        """Return the engagement delivered once per user at once, and the delayed one."""
+        return [
             _engagement(self.once_id, {"event": "custom", "name": VISIT}),
             _engagement(
                 self.delayed_id,
                 {"event": "custom", "name": CART, "delay_seconds": DELAY_SECONDS},
             ),
         ]
-        await apply_engagements(self.settings, engagements, now_ms)
+
+    async def start(self) -> None:
+        """Create topics, apply the engagements, start the workers and the load."""
+        await ensure_topics(self.settings)
+        await apply_engagements(self.settings, self.engagements(), int(time.time() * 1000))
         for worker in self.workers:
             worker.start()
         await self.wait_all_partitions_running()

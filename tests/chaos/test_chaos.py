@@ -8,15 +8,23 @@ be 0 and no worker may exit on its own. Figures: ``.run/chaos/<scenario>.json``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from engine.stream.topics import TopicNames
+from engine.admin.engagements import apply_engagements
+from engine.stream.tail import TopicTail
+from engine.stream.topics import TopicNames, ensure_topics
+from engine.worker_process import WorkerProcess
 from tests.chaos.conftest import Cluster
+from tests.chaos.load import VISIT
 from tests.chaos.scenario import Scenario, failures
 
 pytestmark = pytest.mark.chaos
@@ -119,3 +127,100 @@ async def test_a_worker_that_lost_its_disk_rebuilds_its_state(
         await scenario.at(50)
 
     await _run(scenario, faults)
+
+
+async def test_a_worker_started_just_after_a_node_died_starts_and_serves(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Before: its first admin request could go to the dead node, still in the metadata
+    for a few seconds, and the worker exited (NodeNotReadyError, node id 1)."""
+    scenario = Scenario("node-down-at-start", cluster, tmp_path)
+    await ensure_topics(scenario.settings)
+    worker = scenario.workers[0]
+    await asyncio.to_thread(cluster.kill_node, 1)
+    try:
+        worker.start()
+        await asyncio.to_thread(worker.wait_ready, 240.0)
+        await scenario.wait_all_partitions_running()
+        assert await _delivered_once(scenario), worker.log_path.read_text()[-3000:]
+        assert worker.running
+    finally:
+        worker.stop()
+        await asyncio.to_thread(cluster.start_node, 1)
+        await asyncio.to_thread(cluster.wait_healthy)
+
+
+async def test_a_worker_waits_for_its_topics_while_a_node_is_down(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Topics of 3 replicas cannot be created with 2 nodes: the worker waits, then serves.
+
+    Before: the broker's refusal (InvalidReplicationFactor) went unseen, and the worker
+    exited on a missing topic, if a request to the dead node had not stopped it first.
+    """
+    scenario = Scenario("topics-while-node-down", cluster, tmp_path)
+    worker = scenario.workers[0]
+    await asyncio.to_thread(cluster.kill_node, 1)
+    try:
+        worker.start()
+        problems = await _health_problems_once_answering(worker)
+        assert any(problem.startswith("waiting for Kafka at") for problem in problems), problems
+        assert "cannot create topics yet" in worker.log_path.read_text()
+        assert worker.running
+        await asyncio.to_thread(cluster.start_node, 1)
+        await asyncio.to_thread(worker.wait_ready, 240.0)
+        await scenario.wait_all_partitions_running()
+        assert await _delivered_once(scenario), worker.log_path.read_text()[-3000:]
+    finally:
+        worker.stop()
+        await asyncio.to_thread(cluster.start_node, 1)
+        await asyncio.to_thread(cluster.wait_healthy)
+
+
+async def _health_problems_once_answering(worker: WorkerProcess) -> list[str]:
+    """Return the problems /health gives once it answers 503 with a reason from Kafka."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert worker.running, worker.log_path.read_text()[-3000:]
+        answer = await asyncio.to_thread(_health_or_none, worker)
+        if answer is not None and answer[0] == 503 and answer[1]["problems"]:
+            problems: list[str] = answer[1]["problems"]
+            if any("(" in problem for problem in problems):  # the error Kafka gave
+                return problems
+        assert time.monotonic() < deadline, f"no 503 with a reason: {answer}"
+        await asyncio.sleep(0.5)
+
+
+def _health_or_none(worker: WorkerProcess) -> tuple[int, dict[str, Any]] | None:
+    try:
+        return worker.health_status()
+    except OSError:
+        return None  # not listening yet
+
+
+async def _delivered_once(scenario: Scenario) -> bool:
+    """Apply the once-per-user engagement, publish an event, and see its delivery."""
+    settings = scenario.settings
+    await apply_engagements(settings, [scenario.engagements()[0]], int(time.time() * 1000))
+    deliveries = TopicTail(settings, settings.topic("deliveries"))
+    await deliveries.start()
+    try:
+        user = f"{settings.topic_prefix}user"
+        event = {
+            "event_id": "e1",
+            "user_id": user,
+            "name": VISIT,
+            "timestamp": int(time.time() * 1000),
+        }
+        producer = AIOKafkaProducer(**settings.kafka_producer_options())
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                settings.topic("custom-events"), orjson.dumps(event), key=user.encode()
+            )
+        finally:
+            await producer.stop()
+        records = await deliveries.read(at_least=1, quiet_seconds=0.5, max_seconds=120)
+    finally:
+        await deliveries.stop()
+    return [r["user_id"] for r in records] == [user]
