@@ -20,10 +20,6 @@ class InvalidRecord(DeclicError):
         self.detail = detail
 
 
-class BrokerUnavailable(DeclicError):
-    """Raise when the Kafka cluster cannot be reached."""
-
-
 class StateFormatError(DeclicError):
     """Raise when a stored state value is of a format this worker cannot read.
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
 
 from engine.admin.diagnose import Snapshot, read_snapshot, report_from
 from engine.core.timestamps import parse_timestamp
-from engine.errors import BrokerUnavailable, ConfigError, InvalidRecord
+from engine.errors import ConfigError, InvalidRecord
+from engine.retry import KAFKA_UNAVAILABLE
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class DiagnoseCache:
             return 400, _error("invalid_since", str(error))
         try:
             return 200, await self.report(engagement_id, since_ms)
-        except (KafkaError, BrokerUnavailable, ConfigError, OSError, TimeoutError) as error:
+        except (*KAFKA_UNAVAILABLE, ConfigError) as error:
             log.warning("diagnose %s: cannot read %s: %r", engagement_id, self._kafka, error)
             detail = f"cannot read the diagnose topics from {self._kafka}: {_describe(error)}"
             return 503, _error("kafka_unavailable", detail)

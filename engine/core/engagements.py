@@ -8,6 +8,7 @@ a delay...) are refused, never silently fixed.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from engine.core.schedule import ClockRules, compile_schedule
 from engine.core.variants import Variants, compile_variants
 from engine.errors import InvalidRecord
 
+# The largest message a delivery may carry, as compact JSON: with the ids around it, a
+# delivery then stays under the smallest record limit a worker takes (64 KiB).
+MAX_MESSAGE_BYTES: Final = 48 * 1024
 STATUSES: Final = frozenset({"draft", "active", "paused", "archived"})
 ACTIVE: Final = "active"
 ARCHIVED: Final = "archived"
@@ -212,6 +216,14 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
     # A private copy: deliveries embed it, so later edits to the source must not leak in.
     message = copy.deepcopy(dict(fields.mapping(document, "message")))
 
+    variants = compile_variants(document.get("variants"), document.get("control_percent"), message)
+    for variant in variants.by_id.values():
+        size = len(json.dumps(variant.message, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_MESSAGE_BYTES:
+            raise fields.fail(
+                f"the message of variant {variant.id!r} takes {size} bytes as JSON, more than "
+                f"the {MAX_MESSAGE_BYTES} a delivery may carry"
+            )
     return Engagement(
         id=engagement_id,
         name=name,
@@ -227,9 +239,7 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         message=message,
         reeligible_after_seconds=after_seconds,
         document=document,
-        variants=compile_variants(
-            document.get("variants"), document.get("control_percent"), message
-        ),
+        variants=variants,
         count_filters=count_filters,
         ignore_frequency_caps=fields.flag(document, "ignore_frequency_caps"),
         delay_ms=delay_ms or 0,

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from engine.retry import KAFKA_UNAVAILABLE
 from engine.settings import Settings
 from engine.state.store import PartitionStore
 
@@ -75,8 +76,8 @@ class ChangelogRecovery:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             tp = TopicPartition(self._topic, partition)
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
@@ -122,7 +123,12 @@ class ChangelogRecovery:
         done: dict[int, int] = {}
         share = seconds / max(1, len(self._recoveries))
         for partition, recovery in list(self._recoveries.items()):
-            if await self._replay(recovery, time.monotonic() + share):
+            try:
+                caught_up = await self._replay(recovery, time.monotonic() + share)
+            except KAFKA_UNAVAILABLE as error:  # the next step goes on from where it is
+                log.warning("partition %d: recovery interrupted (%r)", partition, error)
+                continue
+            if caught_up:
                 done[partition] = recovery.replayed
                 del self._recoveries[partition]
                 await recovery.consumer.stop()

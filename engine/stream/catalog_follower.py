@@ -20,9 +20,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from engine.core.catalog import Catalog
 from engine.core.engagements import Engagement, compile_engagement
 from engine.errors import DeclicError
+from engine.retry import retry_kafka_forever
 from engine.schemas import apply_engagement_defaults, validator
 from engine.settings import Settings
-from engine.stream.retry import retry_kafka_forever
 from engine.stream.topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,10 @@ class CatalogFollower:
                 self.following = False
                 self.problem = f"catalog follower failed: {type(error).__name__}: {error}"
                 log.error("%s; keeping the last catalog and reading the topic again", self.problem)
-            await retry_kafka_forever(self.start, "read the engagements topic again")
+            # Whatever stopped it (Kafka, a topic being recreated): keep trying.
+            await retry_kafka_forever(
+                self.start, "read the engagements topic again", errors=(Exception,)
+            )
 
     async def stop(self) -> None:
         """Disconnect."""

@@ -21,7 +21,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -32,6 +32,7 @@ from engine.core.caps import FrequencyCap
 from engine.core.catalog import Catalog
 from engine.core.policy import MatchPolicy
 from engine.metrics import EngineMetrics
+from engine.retry import retry_kafka_forever
 from engine.settings import Settings
 from engine.state.recovery import ChangelogRecovery
 from engine.state.store import PartitionStore
@@ -39,9 +40,13 @@ from engine.stats.partition_stats import PartitionStats
 from engine.stream.catalog_follower import CatalogFollower
 from engine.stream.checkpoint import TransactionalProducer, start_partition_producer
 from engine.stream.figures import CommittedCounts, FigurePublications
-from engine.stream.partition import Partition, PartitionContext, PartitionState
+from engine.stream.partition import (
+    FENCED_WAIT_SECONDS,
+    Partition,
+    PartitionContext,
+    PartitionState,
+)
 from engine.stream.processor import PartitionProcessor
-from engine.stream.retry import KAFKA_UNAVAILABLE, retry_kafka_forever
 from engine.stream.topics import TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,7 @@ class Engine:
             start_partition_producer
         ),
         new_recovery_consumer: Callable[..., Any] = AIOKafkaConsumer,
+        fenced_wait_seconds: float = FENCED_WAIT_SECONDS,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -103,6 +109,7 @@ class Engine:
             metrics=metrics,
             new_processor=self._new_processor,
             new_producer=lambda partition: new_producer(settings, partition),
+            fenced_wait_seconds=fenced_wait_seconds,
         )
         self._partitions: dict[int, Partition] = {}
         # Producers being started, by partition; retried until they start.
@@ -170,7 +177,7 @@ class Engine:
         catalog_task = asyncio.create_task(self.catalog.follow_forever(), name="declic-catalog")
         consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         try:
-            await self._loop(consumer)
+            await self._loop(consumer, catalog_task)
         finally:
             catalog_task.cancel()
             await asyncio.gather(catalog_task, return_exceptions=True)
@@ -187,7 +194,7 @@ class Engine:
         await retry_kafka_forever(consumer.start, "join the group", waiting)
         self.waiting_for = None
 
-    async def _loop(self, consumer: Any) -> None:
+    async def _loop(self, consumer: Any, catalog_task: asyncio.Task[None]) -> None:
         interval = self.settings.checkpoint_interval_seconds
         timeout_ms = max(1, int(interval * 500))
         while True:
@@ -200,6 +207,9 @@ class Engine:
             async with self._lock:
                 if self._failure is not None:
                     raise self._failure
+                if catalog_task.done():
+                    catalog_task.result()  # it restarts on any error: this raises only bugs
+                    raise RuntimeError("the catalog follower stopped")
                 if batches:
                     await self._process(consumer, batches, generations)
                 now_ms = int(time.time() * 1000)
@@ -227,42 +237,36 @@ class Engine:
         return [partition for partition in self._partitions.values() if partition.running]
 
     async def _advance_partitions(self) -> None:
-        """Start producers, replay changelogs, and resume the partitions that are ready."""
+        """Start producers, replay changelogs, and resume the partitions that are ready.
+
+        Kafka round trips run in tasks of their own (retried while Kafka is unavailable),
+        never under the lock; only the changelog replay is done here, in a slice.
+        """
         if all(partition.running for partition in self._partitions.values()):
             return
         async with self._lock:
+            now = time.monotonic()
             for number, partition in list(self._partitions.items()):
-                if partition.state is PartitionState.ASSIGNING and number not in self._opening:
-                    self._opening[number] = asyncio.create_task(
-                        self._open(partition), name=f"declic-open-p{number}"
-                    )
+                if number in self._opening:
+                    continue
+                if partition.state is PartitionState.ASSIGNING:
+                    if now >= partition.producer_not_before:
+                        self._start_task(number, self._open(partition), "open")
                 elif (
                     partition.state is PartitionState.RECOVERING
                     and number not in self._recovery.partitions
-                    and number not in self._opening
                 ):
-                    self._opening[number] = asyncio.create_task(
-                        self._begin_recovery(partition), name=f"declic-recover-p{number}"
-                    )
+                    self._start_task(number, self._begin_recovery(partition), "recover")
             for task in [task for task in self._opening.values() if task.done()]:
                 task.result()  # only a local failure (the store) reaches here: stop the worker
             self._opening = {p: task for p, task in self._opening.items() if not task.done()}
-            try:
-                recovered = await self._recovery.step(RECOVERY_SLICE_SECONDS)
-                for number, replayed in recovered.items():
-                    self.metrics.state_recovery_records.inc(replayed)
-                    await self._partitions[number].start_running()
-            except KAFKA_UNAVAILABLE as error:
-                # Still RECOVERING, out of the recovery: the next pass begins it again.
-                log.warning("recovery interrupted (%r); going on at the next pass", error)
-                return
-            if recovered:
-                self.metrics.assigned_partitions.set(len(self.partitions))
-                # What exists now (modules, catalog, partitions) lives as long as the worker:
-                # a full collection need not walk it again, each walk pausing the batch loop.
-                gc.collect()
-                gc.freeze()
-                log.info("partitions %s running", sorted(recovered))
+            recovered = await self._recovery.step(RECOVERY_SLICE_SECONDS)
+            for number, replayed in recovered.items():
+                self.metrics.state_recovery_records.inc(replayed)
+                self._start_task(number, self._resume(self._partitions[number]), "resume")
+
+    def _start_task(self, number: int, work: Coroutine[Any, Any, None], what: str) -> None:
+        self._opening[number] = asyncio.create_task(work, name=f"declic-{what}-p{number}")
 
     async def _open(self, partition: Partition) -> None:
         await retry_kafka_forever(
@@ -274,6 +278,16 @@ class Engine:
             lambda: self._recovery.add(partition.number, partition.store),
             f"read the changelog of partition {partition.number}",
         )
+
+    async def _resume(self, partition: Partition) -> None:
+        await retry_kafka_forever(
+            partition.start_running, f"read the committed offsets of partition {partition.number}"
+        )
+        # What exists now (modules, catalog, partitions) lives as long as the worker: a
+        # full collection need not walk it again, each walk pausing the batch loop.
+        gc.collect()
+        gc.freeze()
+        log.info("partition %d: running", partition.number)
 
     async def _process(
         self,
@@ -359,15 +373,20 @@ class Engine:
                 log.exception("could not open the state of partitions %s", new)
                 self._failure = error
                 return
+            self.metrics.assigned_partitions.set(len(self._partitions))
             if new:
                 log.info("assigned partitions %s", new)
 
     async def release(self, numbers: set[int]) -> None:
         """Commit what the partitions processed, then let them go."""
         async with self._lock:
-            await self._finish_commit()
-            await self._checkpoint_all(only=numbers)
-            self.fold_committed()
+            try:
+                await self._finish_commit()
+                await self._checkpoint_all(only=numbers)
+                self.fold_committed()
+            except Exception:
+                # Let them go all the same: their new owner reads them from the last commit.
+                log.exception("could not commit partitions %s before releasing them", numbers)
             for number in sorted(numbers & set(self._partitions)):
                 partition = self._partitions.pop(number)
                 opening = self._opening.pop(number, None)
@@ -380,10 +399,10 @@ class Engine:
                     # The new owner reports this partition's lag from now on.
                     with contextlib.suppress(KeyError):
                         self.metrics.consumer_lag.remove(kind.value, str(number))
-            # What the released partitions held was frozen at their assignment: let the
-            # collector reclaim it (the next assignment freezes what remains again).
+            # What the released partitions held was frozen when they started running: let
+            # the collector reclaim it (the next partition to run freezes what remains).
             gc.unfreeze()
-            self.metrics.assigned_partitions.set(len(self.partitions))
+            self.metrics.assigned_partitions.set(len(self._partitions))
             if numbers:
                 log.info("released partitions %s", sorted(numbers))
 

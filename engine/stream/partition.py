@@ -12,10 +12,18 @@ A partition moves through explicit states, and every operation checks it:
 Starting a partition's producer fences any other producer of the partition and aborts
 what it left open, so once RECOVERING, the changelog and the group's committed offsets
 hold everything committed for it: the partition replays the first into its store and
-resumes its inputs from the second. While not RUNNING (or COMMITTING), its inputs are
-paused, and records already fetched for it are dropped: they are read again from the
-committed offsets. ``generation`` changes at every rewind, so records fetched before
-one are recognised and dropped too.
+resumes its inputs from the second. It then keeps its inputs' committed offsets (its
+rewind offsets) up to date with each checkpoint. While ASSIGNING or RECOVERING, its
+inputs are paused; records fetched for it while it is not RUNNING (or COMMITTING) are
+dropped, and an abort seeks every input back to its committed offset, so they are
+read again. ``generation`` changes at every rewind, so records fetched before one are
+recognised and dropped too.
+
+A producer fenced by another is not replaced at once: a newer owner fenced it (this
+worker was frozen or cut off past its session, and its group is about to take the
+partition away) or the broker aborted its transaction after an outage. Replacing it
+would fence the newer owner in turn, so the partition waits ``FENCED_WAIT_SECONDS``,
+longer than a group session, for its revocation before it takes a new producer.
 """
 
 from __future__ import annotations
@@ -23,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.metrics import EngineMetrics
@@ -39,8 +49,13 @@ from engine.stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-# A producer being stopped waits for nothing past this (its broker may be gone).
+# A producer being stopped, or a transaction being aborted, waits no longer than this
+# (its broker may be gone).
 PRODUCER_STOP_SECONDS = 5.0
+ABORT_SECONDS = 10.0
+# How long a fenced partition waits for its revocation before it takes a new producer:
+# longer than a group session (aiokafka's default is 10 s).
+FENCED_WAIT_SECONDS = 15.0
 
 
 class PartitionState(StrEnum):
@@ -59,6 +74,7 @@ class InputConsumer(Protocol):
 
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    async def position(self, tp: TopicPartition) -> int: ...
     async def committed(self, tp: TopicPartition) -> int | None: ...
     def pause(self, *partitions: TopicPartition) -> None: ...
     def resume(self, *partitions: TopicPartition) -> None: ...
@@ -73,6 +89,7 @@ class PartitionContext:
     metrics: EngineMetrics
     new_processor: Callable[[int, PartitionStore], PartitionProcessor]
     new_producer: Callable[[int], Awaitable[TransactionalProducer]]
+    fenced_wait_seconds: float = FENCED_WAIT_SECONDS
 
 
 class IllegalTransition(RuntimeError):
@@ -94,7 +111,11 @@ class Partition:
         self._processor: PartitionProcessor | None = None
         self._producer: TransactionalProducer | None = None
         self._sender: BulkSender | None = None
+        # Monotonic time before which no new producer is started (after being fenced).
+        self.producer_not_before = 0.0
         self.inputs = [TopicPartition(topic, number) for topic in context.topics.inputs]
+        # Where each input resumes after an abort: the group's committed offsets.
+        self._committed: dict[TopicPartition, int] = {}
         self.changelog = TopicPartition(context.topics.state_changelog, number)
         consumer.pause(*self.inputs)
 
@@ -134,14 +155,18 @@ class Partition:
     async def start_running(self) -> None:
         """Resume the inputs from the group's committed offsets, with a fresh processor."""
         self._expect(PartitionState.RECOVERING)
+        committed: dict[TopicPartition, int] = {}
         for tp in self.inputs:
             offset = await self._consumer.committed(tp)
             if offset is None:
                 await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, offset)
+                offset = await self._consumer.position(tp)
+            committed[tp] = offset
         if self.state is not PartitionState.RECOVERING:  # revoked meanwhile
             return
+        self._committed = committed
+        for tp, offset in committed.items():
+            self._consumer.seek(tp, offset)
         self._processor = self._context.new_processor(self.number, self.store)
         self.generation += 1
         self.state = PartitionState.RUNNING
@@ -181,41 +206,50 @@ class Partition:
         except asyncio.CancelledError:
             # The worker is stopping: nothing of this window was committed. The next owner
             # reads these records again from the committed offsets.
+            self.state = PartitionState.ABORTING
             await self._abort_quietly()
             self._forget()
             raise
         except Exception as error:
-            await self._abort(error, outbox)
+            await self._abort(error)
             return None
-        if self.state is not PartitionState.COMMITTING:
-            return None  # revoked while committing: the store is closed
         self.store.commit_frozen(last_changelog_offset)
+        self._committed.update(outbox.next_offsets)
         self.state = PartitionState.RUNNING
+        committed_at = time.time()
+        outbox.tally.delivery_latencies.extend(
+            committed_at - due_ms / 1000 for due_ms in outbox.delivery_times_ms
+        )
         metrics.checkpoints.labels("committed").inc()
         metrics.checkpoint_duration.observe(asyncio.get_running_loop().time() - started)
         return outbox
 
-    async def _abort(self, error: Exception, failed: Outbox) -> None:
+    async def _abort(self, error: Exception) -> None:
         """Abort the transaction; rewind the inputs, or replace an unusable producer."""
         self.state = PartitionState.ABORTING
         self._context.metrics.checkpoints.labels("aborted").inc()
         self.generation += 1  # whatever was fetched before is read again
         assert self._producer is not None
         try:
-            await self._producer.abort_transaction()
+            await asyncio.wait_for(self._producer.abort_transaction(), ABORT_SECONDS)
         except Exception as abort_error:
+            fenced = isinstance(error, ProducerFenced) or isinstance(abort_error, ProducerFenced)
+            wait = self._context.fenced_wait_seconds if fenced else 0.0
+            self.producer_not_before = time.monotonic() + wait
             log.warning(
                 "partition %d: checkpoint failed (%s) and could not be aborted (%s): "
-                "replacing its producer, then reading its state and offsets again",
+                "replacing its producer%s, then reading its state and offsets again",
                 self.number,
                 _describe(error),
                 _describe(abort_error),
+                f" in {wait:.0f}s unless the partition is revoked first" if fenced else "",
             )
             await self._replace_producer()
             return
-        # Both windows go: the one that failed and the one processed meanwhile.
-        rewind = {**self.processor.rollback(), **failed.rewind_offsets}
-        for tp, offset in rewind.items():
+        # Both windows go, the one that failed and the one processed meanwhile, and every
+        # input is read again from its last commit (records fetched meanwhile were dropped).
+        self.processor.rollback()
+        for tp, offset in self._committed.items():
             self._consumer.seek(tp, offset)
         self.state = PartitionState.RUNNING
         log.error(

@@ -40,7 +40,7 @@ from engine.core.policy import MatchPolicy
 from engine.core.release import release_pending
 from engine.core.state import UserState
 from engine.core.test_sends import test_delivery
-from engine.errors import InvalidRecord
+from engine.errors import InvalidRecord, StateFormatError
 from engine.metrics import BatchTally
 from engine.schemas import RecordValidator, validator
 from engine.state.keys import DELIVERY_PREFIX, USER_PREFIX
@@ -73,8 +73,6 @@ class Outbox:
     records: list[OutputRecord] = field(default_factory=list)
     # Offset of the next record to read, per input topic-partition (what gets committed).
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    # Offset to rewind to when the checkpoint fails.
-    rewind_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     tally: BatchTally = field(default_factory=BatchTally)
     # When each real delivery became due: its trigger's time, or the end of its delay.
     delivery_times_ms: list[int] = field(default_factory=list)
@@ -122,11 +120,11 @@ class PartitionProcessor:
         count = 0
         last_offset = -1
         for record in records:
-            if tp not in outbox.rewind_offsets:
-                outbox.rewind_offsets[tp] = record.offset
             queued = len(outbox.records)
             try:
                 self._handle(kind, record, catalog, now_ms)
+            except StateFormatError:
+                raise  # state written by a newer version: stop, never misread it
             except InvalidRecord as error:
                 del outbox.records[queued:]  # one dead letter instead of the outputs so far
                 self._dead_letter(record, error.reason, error.detail, now_ms)
@@ -213,6 +211,8 @@ class PartitionProcessor:
             queued = len(self.outbox.records)
             try:
                 self._release(pending, catalog, now_ms)
+            except StateFormatError:
+                raise  # state written by a newer version: stop, never misread it
             except Exception:  # one delivery must never stop the others, nor the partition
                 log.exception(
                     "partition %d: could not release delivery %s of engagement %r: dropped",
@@ -374,19 +374,14 @@ class PartitionProcessor:
         self._users.clear()
         self._dirty_users.clear()
 
-    def rollback(self) -> dict[TopicPartition, int]:
-        """Forget everything not committed: caches, staged state, due index, outbox.
-
-        Return where to re-read the inputs the discarded outbox had read from.
-        """
+    def rollback(self) -> None:
+        """Forget everything not committed: caches, staged state, due index, outbox."""
         self._users.clear()
         self._dirty_users.clear()
         self.store.discard_staged()
         self.due.reload()
         self.stats.forget_published()
-        rewind_offsets = self.outbox.rewind_offsets
         self.outbox = Outbox()
-        return rewind_offsets
 
 
 def _user_key(raw: bytes | None) -> str | None:

@@ -10,11 +10,11 @@ from enum import StrEnum
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from engine.errors import ConfigError
+from engine.retry import retry_kafka_briefly
 from engine.settings import Settings
-from engine.stream.retry import retry_kafka_briefly
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,8 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
 
 async def _check_partition_counts(admin: AIOKafkaAdminClient, settings: Settings) -> None:
     names = TopicNames.for_settings(settings)
-    try:
-        described = await retry_kafka_briefly(lambda: admin.describe_topics(names.partitioned()))
-    except KafkaError as error:
-        raise ConfigError(f"cannot describe topics: {error}") from error
+    # A Kafka error stays one: the caller waits for Kafka, it is no setting to fix.
+    described = await retry_kafka_briefly(lambda: admin.describe_topics(names.partitioned()))
     counts = {entry["topic"]: len(entry["partitions"]) for entry in described}
     if len(set(counts.values())) > 1:
         listing = ", ".join(f"{topic}={count}" for topic, count in sorted(counts.items()))

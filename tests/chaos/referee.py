@@ -58,7 +58,3 @@ async def referee(settings: Settings, sent: Sent, once_id: str, delayed_id: str)
         "duplicated_dead_letters": sum(n - 1 for n in letters.values() if n > 1),
         "unexpected_dead_letters": len(set(letters) - sent.garbage),
     }
-
-
-# Counts that are not failures: how much the referee checked.
-VOLUMES = ("deliveries",)

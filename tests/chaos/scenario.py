@@ -26,7 +26,7 @@ from engine.stream.topics import ensure_topics
 from engine.worker_process import WorkerProcess
 from tests.chaos.conftest import Cluster
 from tests.chaos.load import CART, VISIT, ImpressionApp, LagSampler, Publisher
-from tests.chaos.referee import VOLUMES, referee
+from tests.chaos.referee import referee
 from tests.integration.conftest import _free_port
 from tests.offsets import group_lag
 
@@ -235,8 +235,4 @@ def failures(report: dict[str, Any]) -> dict[str, int]:
         "delayed_released_",
         "worker_exits_unexpected",
     )
-    return {
-        key: value
-        for key, value in report.items()
-        if key.startswith(broken) and key not in VOLUMES and value
-    }
+    return {key: value for key, value in report.items() if key.startswith(broken) and value}

@@ -18,6 +18,8 @@ from engine.stream.engine import Engine
 from tests.unit.stream_fakes import FakeBroker, FakeConsumer, FakeLogReader, record
 
 WAIT_SECONDS = 10
+# A fenced partition waits this long for its revocation before it takes a new producer.
+FENCED_WAIT_SECONDS = 0.5
 
 
 def _session(user: str, n: int) -> dict[str, Any]:
@@ -67,6 +69,7 @@ async def running(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         new_consumer=lambda **options: consumer,
         new_producer=lambda _, partition: broker.producer_for(partition),
         new_recovery_consumer=lambda **options: FakeLogReader(broker),
+        fenced_wait_seconds=FENCED_WAIT_SECONDS,
     )
     running = Running(engine, consumer, broker)
 
@@ -115,7 +118,9 @@ async def test_an_aborted_checkpoint_loses_no_record_of_any_partition(
             # Partition 1's records arrive while partition 0's first checkpoint fails
             # and partition 0 is rewound.
             consumer.logs[p1] = _log(sessions, 1, 10)
+            consumer.seeked.clear()  # set when the partitions started: wait for the rewind
             await consumer.seeked.wait()
+            assert broker.aborts == 1
         await asyncio.sleep(0)
 
     consumer.before_fetch = before_fetch

@@ -12,8 +12,10 @@ import pytest
 from aiokafka.structs import TopicPartition
 
 from engine.core.catalog import Catalog
+from engine.core.engagements import compile_engagement
 from engine.core.policy import MatchPolicy
 from engine.metrics import EngineMetrics
+from engine.schemas import apply_engagement_defaults
 from engine.settings import load_settings
 from engine.state.keys import USER_PREFIX
 from engine.state.recovery import ChangelogRecovery
@@ -39,7 +41,7 @@ def _profile(user: str, n: int) -> dict[str, Any]:
 
 
 class Setup:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, catalog: Catalog | None = None) -> None:
         self.consumer = FakeConsumer(
             {P0: [record(PROFILES, 0, n, _profile("ann", n)) for n in range(6)]}
         )
@@ -51,7 +53,7 @@ class Setup:
             group_id="declic",
             metrics=self.metrics,
             new_processor=lambda number, store: PartitionProcessor(
-                number, store, TOPICS, lambda: Catalog.build(()), MatchPolicy()
+                number, store, TOPICS, lambda: catalog or Catalog.build(()), MatchPolicy()
             ),
             new_producer=self.broker.producer_for,
         )
@@ -141,6 +143,22 @@ async def test_an_aborted_checkpoint_rewinds_this_partition_to_its_last_commit(
     assert setup.consumer.committed_offsets[P0] == 6
 
 
+async def test_an_abort_rewinds_every_input_of_the_partition_not_only_those_processed(
+    setup: Setup,
+) -> None:
+    """Records of another input were fetched, then dropped while the checkpoint failed."""
+    partition = await setup.running()
+    custom = TopicPartition(SETTINGS.topic("custom-events"), 0)
+    await setup.handle(0, 2)
+    await partition.commit()
+    await setup.handle(2, 4)
+    setup.consumer.positions[custom] = 4  # fetched, not processed: dropped by the abort
+    setup.broker.commit_failures[0] = 1
+    assert await partition.commit() is None
+    assert setup.consumer.positions[P0] == 2
+    assert setup.consumer.positions[custom] == 0  # read again, from its last commit
+
+
 async def test_a_producer_that_cannot_abort_is_replaced_and_state_read_again(
     setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -211,3 +229,31 @@ async def test_a_store_ahead_of_its_changelog_is_rebuilt_from_it(
     assert store.get(USER_PREFIX + b"new") == b"{}"
     assert store.changelog_offset == 0
     store.close()
+
+
+async def test_a_committed_delivery_reports_its_event_to_delivery_latency(tmp_path: Path) -> None:
+    document = {
+        "id": "hello",
+        "status": "active",
+        "trigger": {"event": "custom", "name": "Open"},
+        "message": {"title": "Hello"},
+        "ignore_frequency_caps": True,
+    }
+    catalog = Catalog.build([compile_engagement(apply_engagement_defaults(document), 1)])
+    setup = Setup(tmp_path, catalog)
+    partition = await setup.running()
+    custom = SETTINGS.topic("custom-events")
+    event = {
+        "event_id": "e1",
+        "user_id": "ann",
+        "name": "Open",
+        "timestamp": int(time.time() * 1000),
+    }
+    partition.handle(
+        TopicPartition(custom, 0), [record(custom, 0, 0, event)], int(time.time() * 1000)
+    )
+    outbox = await partition.commit()
+    assert outbox is not None and outbox.tally.deliveries
+    [latency] = outbox.tally.delivery_latencies
+    assert 0 <= latency < 60
+    await partition.close()

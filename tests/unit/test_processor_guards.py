@@ -11,16 +11,19 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from rocksdict import Options, Rdict
 
 from engine.core.catalog import Catalog
-from engine.core.engagements import compile_engagement
+from engine.core.engagements import MAX_MESSAGE_BYTES, compile_engagement
 from engine.core.policy import MatchPolicy
 from engine.core.state import UserState
+from engine.errors import InvalidRecord, StateFormatError
 from engine.schemas import apply_engagement_defaults, validator
 from engine.settings import load_settings
 from engine.state.keys import PENDING_PREFIX, USER_PREFIX
 from engine.state.store import PartitionStore
 from engine.stream.catalog_follower import CatalogFollower
+from engine.stream.dead_letters import dead_letter
 from engine.stream.processor import PartitionProcessor
 from engine.stream.topics import TopicNames
 
@@ -253,7 +256,7 @@ def test_a_stored_pending_delivery_that_cannot_be_read_is_skipped_and_the_others
     assert reopened.release_due(NOW_MS + 61_000) >= 1
     [delivery] = _outputs(reopened, TOPICS.deliveries)
     assert (delivery["engagement_id"], delivery["user_id"]) == ("later", "ann")
-    assert store.get(pending_key) is None or reopened.store.get(pending_key) is None
+    assert store.get(pending_key) is None  # released: its staged deletion
 
 
 def test_a_store_closed_during_a_figures_scan_can_be_opened_again_at_once(
@@ -270,3 +273,50 @@ def test_a_store_closed_during_a_figures_scan_can_be_opened_again_at_once(
     reopened = PartitionStore(tmp_path / "partition-0")
     assert reopened.get(USER_PREFIX + b"user-1") == b"{}"
     reopened.close()
+
+
+def test_state_of_a_newer_format_stops_the_partition_instead_of_being_misread(
+    tmp_path: Path,
+) -> None:
+    """After a downgrade: the store holds what a newer version wrote (format 9)."""
+    newer = Rdict(str(tmp_path / "p0"), Options(raw_mode=True))
+    newer[USER_PREFIX + b"ann"] = b"\xdc\x09{}"
+    newer.close()
+    store = PartitionStore(tmp_path / "p0")
+    processor = _processor(store, _catalog(_engagement("hello", "Open")))
+    with pytest.raises(StateFormatError, match="format 9 is newer"):
+        _handle(processor, _record("custom-events", _custom("ann", "Open", "e1")))
+    assert _outputs(processor, TOPICS.dead_letters) == []
+    store.close()
+
+
+def test_a_dead_letter_fits_whatever_its_error_escapes_to() -> None:
+    """An error full of characters JSON escapes (or non-ASCII) must not push it over."""
+    huge = b"\x00" * 200_000
+    record = _record("custom-events", huge, key=b"k" * 5_000)
+    detail = '\x01\u00e9"' * 5_000  # 6 bytes each once escaped, or 2
+    letter = dead_letter(
+        record, "invalid_json", detail, NOW_MS, topic="dead-letters", max_record_bytes=65_536
+    )
+    assert len(letter.value) + len(letter.key or b"") <= 65_536
+    assert letter.key is None  # a 5,000-byte key is no user id: the letter is not keyed by it
+    document = orjson.loads(letter.value)
+    validator("dead-letter").check(document)
+    assert (document["key_bytes"], document["value_bytes"]) == (5_000, 200_000)
+    assert huge.startswith(base64.b64decode(document["value"]))
+
+
+def test_a_message_past_the_limit_is_refused_and_the_largest_delivery_fits_any_limit(
+    store: PartitionStore,
+) -> None:
+    """So that no valid engagement can produce a delivery a worker would have to refuse."""
+    body = "x" * (MAX_MESSAGE_BYTES - len('{"body":""}'))
+    too_big = _engagement("big", "Open", message={"body": body + "x"})
+    with pytest.raises(InvalidRecord, match="more than the 49152"):
+        compile_engagement(apply_engagement_defaults(too_big), 1)
+    longest = "\U0001f600" * 256  # 1 KiB of UTF-8 per identifier, the longest allowed
+    largest = _engagement(longest, "Open", message={"body": body})
+    processor = _processor(store, _catalog(largest), max_record_bytes=65_536)  # the least
+    _handle(processor, _record("custom-events", _custom(longest, "Open", longest)))
+    [delivery] = [r for r in processor.outbox.records if r.topic == TOPICS.deliveries]
+    assert len(delivery.key or b"") + len(delivery.value) <= 65_536

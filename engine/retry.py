@@ -42,8 +42,10 @@ async def retry_kafka_forever(
     call: Callable[[], Awaitable[T]],
     what: str,
     on_wait: Callable[[str], None] | None = None,
+    errors: tuple[type[BaseException], ...] = KAFKA_UNAVAILABLE,
 ) -> T:
-    """Return ``await call()``, retried with growing pauses while Kafka is unavailable.
+    """Return ``await call()``, retried with growing pauses while it raises ``errors``
+    (by default: Kafka is unavailable).
 
     Each failure is logged as a warning naming ``what`` could not be done, and handed to
     ``on_wait`` (the worker shows it on /health).
@@ -62,7 +64,7 @@ async def retry_kafka_forever(
         )
 
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(KAFKA_UNAVAILABLE),
+        retry=retry_if_exception_type(errors),
         wait=wait_exponential(multiplier=FIRST_WAIT_SECONDS, max=LONGEST_WAIT_SECONDS),
         before_sleep=before_sleep,
         reraise=True,
