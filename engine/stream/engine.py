@@ -21,11 +21,10 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.core.caps import FrequencyCap
@@ -40,6 +39,7 @@ from engine.stats.partition_stats import PartitionStats
 from engine.stream.catalog_follower import CatalogFollower
 from engine.stream.checkpoint import TransactionalProducer, start_partition_producer
 from engine.stream.figures import CommittedCounts, FigurePublications
+from engine.stream.group import Rebalance, group_consumer
 from engine.stream.partition import (
     FENCED_WAIT_SECONDS,
     Partition,
@@ -60,17 +60,6 @@ SLICE_SECONDS = 0.5
 RECOVERY_SLICE_SECONDS = 0.25
 # A checkpoint still committing after this many intervals holds the processing back.
 COMMIT_WAIT_FACTOR = 5
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._engine.release({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._engine.acquire({tp.partition for tp in assigned})
 
 
 class Engine:
@@ -156,26 +145,11 @@ class Engine:
 
     async def run(self) -> None:
         """Wait for Kafka, load the catalog, join the group, and process until cancelled."""
-        consumer = self._new_consumer(
-            **self.settings.kafka_client_options(),
-            client_id=f"{self.settings.app_id}-{self.settings.worker_id}",
-            group_id=self.group_id,
-            # Static membership: a restarted worker takes its partitions back at once
-            # instead of waiting for its previous self's session to time out.
-            group_instance_id=self.settings.worker_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            # Range assignment gives one worker partition p of every input topic,
-            # where that user's state lives.
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=10,
-        )
+        consumer = group_consumer(self.settings, self.group_id, self._new_consumer)
         self._consumer = consumer
         await self._connect(consumer)
         catalog_task = asyncio.create_task(self.catalog.follow_forever(), name="declic-catalog")
-        consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
+        consumer.subscribe(list(self.topics.inputs), listener=Rebalance(self.acquire, self.release))
         try:
             await self._loop(consumer, catalog_task)
         finally:
