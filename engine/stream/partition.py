@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 # (its broker may be gone).
 PRODUCER_STOP_SECONDS = 5.0
 ABORT_SECONDS = 10.0
+# Generations are unique across every partition object of the process: records fetched
+# for a partition before it was revoked and assigned back are never taken for current.
+_GENERATIONS = itertools.count(1)
 # How long a fenced partition waits for its revocation before it takes a new producer:
 # longer than a group session (aiokafka's default is 10 s).
 FENCED_WAIT_SECONDS = 15.0
@@ -105,7 +109,7 @@ class Partition:
         self.number = number
         self.store = store
         self.state = PartitionState.ASSIGNING
-        self.generation = 0
+        self.generation = next(_GENERATIONS)
         self._context = context
         self._consumer = consumer
         self._processor: PartitionProcessor | None = None
@@ -168,7 +172,7 @@ class Partition:
         for tp, offset in committed.items():
             self._consumer.seek(tp, offset)
         self._processor = self._context.new_processor(self.number, self.store)
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
         self.state = PartitionState.RUNNING
         self._consumer.resume(*self.inputs)
 
@@ -226,9 +230,8 @@ class Partition:
 
     async def _abort(self, error: Exception) -> None:
         """Abort the transaction; rewind the inputs, or replace an unusable producer."""
-        self.state = PartitionState.ABORTING
+        self.state = PartitionState.ABORTING  # records fetched from now on are dropped
         self._context.metrics.checkpoints.labels("aborted").inc()
-        self.generation += 1  # whatever was fetched before is read again
         assert self._producer is not None
         try:
             await asyncio.wait_for(self._producer.abort_transaction(), ABORT_SECONDS)
@@ -251,6 +254,9 @@ class Partition:
         self.processor.rollback()
         for tp, offset in self._committed.items():
             self._consumer.seek(tp, offset)
+        # With the seeks and nothing awaited in between: every record fetched before them,
+        # being processed or not, is stale from now on.
+        self.generation = next(_GENERATIONS)
         self.state = PartitionState.RUNNING
         log.error(
             "partition %d: checkpoint aborted (%s); re-reading from the last commit",

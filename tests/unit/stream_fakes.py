@@ -201,6 +201,9 @@ class FakeProducer:
         self.in_transaction = False
 
     async def abort_transaction(self) -> None:
+        self.broker.aborting.set()
+        if self.broker.abort_gate is not None:
+            await self.broker.abort_gate.wait()  # a round trip the test holds open
         self._check_epoch()
         self._pending, self._offsets = [], {}
         self.in_transaction = False
@@ -219,6 +222,9 @@ class FakeBroker:
         self.commit_failures: dict[int, int] = {}
         self.aborts = 0
         self.aborted = asyncio.Event()
+        # When set, aborts wait for it: the test acts while an abort is under way.
+        self.abort_gate: asyncio.Event | None = None
+        self.aborting = asyncio.Event()  # an abort began
         self.offsets_changed = asyncio.Event()
         self.producers: list[FakeProducer] = []
         self.epochs: dict[int, int] = {}
