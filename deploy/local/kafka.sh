@@ -44,6 +44,9 @@ Cluster commands (node numbers I run from 1 to N):
   cluster-bootstrap [N]    print the bootstrap list (starts nothing)
   cluster-logs I [LINES]   print node I's log file path and its last LINES lines (default 50)
   cluster-topics ARGS...   run Kafka's TopicCommand against the cluster
+  cluster-consume ARGS...  run Kafka's console consumer against the cluster, e.g.
+                           `cluster-consume --topic T --from-beginning
+                           --isolation-level read_committed --timeout-ms 15000`
   node-start I             start node I again on its data and ports, wait until it answers
   node-stop I              stop node I (SIGTERM, wait for it to exit; SIGKILL after 30 s)
   node-kill I              kill node I with SIGKILL at once (a crash)
@@ -284,7 +287,8 @@ run_tool() {
     shift 2
     timeout "$limit" "$JAVA" -Xms32m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG_CONFIG" \
-        -Ddeclic.kafka.log.level=WARN -cp "$LIBS/*" "$class" "$@"
+        -Ddeclic.kafka.log.level=WARN -Ddeclic.kafka.log.target=SYSTEM_ERR \
+        -cp "$LIBS/*" "$class" "$@"
 }
 
 # topics_list_ok BOOTSTRAP: metadata round trip through the admin client
@@ -925,6 +929,14 @@ cmd_cluster_topics() {
     run_tool 0 org.apache.kafka.tools.TopicCommand --bootstrap-server "$(cluster_bootstrap "$n")" "$@"
 }
 
+cmd_cluster_consume() {
+    local n
+    n=$(cluster_size)
+    require_fetched
+    run_tool 0 org.apache.kafka.tools.consumer.ConsoleConsumer \
+        --bootstrap-server "$(cluster_bootstrap "$n")" "$@"
+}
+
 # node_command I: validates node I, takes the cluster lock and sets NODE_*,
 # CLUSTER_SIZE and NODE_PID (empty when the node is not running).
 node_command() {
@@ -1009,6 +1021,7 @@ main() {
         cluster-bootstrap) cmd_cluster_bootstrap "$@" ;;
         cluster-logs) cmd_cluster_logs "$@" ;;
         cluster-topics) cmd_cluster_topics "$@" ;;
+        cluster-consume) cmd_cluster_consume "$@" ;;
         node-start) cmd_node_start "$@" ;;
         node-stop) cmd_node_stop "$@" ;;
         node-kill) cmd_node_kill "$@" ;;

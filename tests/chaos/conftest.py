@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "local" / "kafka.sh"
 NODES = 3
+CONSUME_IDLE_MS = 20_000
 # A cluster of the tests' own, apart from one a developer may run with kafka.sh.
 CLUSTER_ENV = {
     "DECLIC_KAFKA_CLUSTER_RUN_DIR": str(ROOT / ".run" / "chaos-cluster"),
@@ -56,6 +57,22 @@ class Cluster:
 
     def start_node(self, node: int) -> None:
         self.run("node-start", str(node))
+
+    def consume(self, topic: str) -> list[bytes]:
+        """Return every committed value of ``topic``, read by Kafka's Java console consumer."""
+        output = self.run(
+            "cluster-consume",
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            # Everything is committed by now: the end is when nothing came for this long.
+            "--timeout-ms",
+            str(CONSUME_IDLE_MS),
+            timeout=600,
+        )
+        return [line.encode() for line in output.split("\n") if line]  # not splitlines: U+2028
 
     def wait_healthy(self) -> None:
         self.run("cluster-wait", "180", timeout=240)

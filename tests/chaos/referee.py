@@ -1,13 +1,18 @@
 """The referee: reads the output topics as a consumer would, and counts every broken promise.
 
-It reads with ``isolation.level=read_committed`` (what Declic tells its consumers to do)
-and holds the engine to what the cluster acknowledged to the publisher and the app:
-every figure it reports must be 0.
+It reads with ``isolation.level=read_committed`` (what Declic tells its consumers to do),
+with Kafka's own Java console consumer: a client Declic does not use, so a fault of
+the client library cannot hide (or fake) one of the engine's. It holds the engine to
+what the cluster acknowledged to the publisher and the app: every count it reports
+must be 0. The same topics read with aiokafka (Declic's client) must give the same
+records; ``aiokafka_disagreements`` says how many differ.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,20 +21,34 @@ from engine.settings import Settings
 from engine.stream.tail import read_to_end
 from tests.chaos.load import Sent
 
+OUTPUTS = ("deliveries", "impressions", "dead-letters")
 
-async def _values(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(record.value)
-        for record in await read_to_end(settings, settings.topic(topic))
-        if record.value is not None
-    ]
+# Reads a topic's committed values with the Java consumer (see conftest.Cluster.consume).
+JavaReader = Callable[[str], list[bytes]]
 
 
-async def referee(settings: Settings, sent: Sent, once_id: str, delayed_id: str) -> dict[str, int]:
+async def _aiokafka_values(settings: Settings, topic: str) -> list[bytes]:
+    records = await read_to_end(settings, settings.topic(topic))
+    return [record.value for record in records if record.value is not None]
+
+
+async def referee(
+    settings: Settings, sent: Sent, once_id: str, delayed_id: str, java: JavaReader
+) -> dict[str, object]:
     """Return the count of each kind of loss and duplication (all 0 when nothing broke)."""
-    deliveries = await _values(settings, "deliveries")
-    impressions = await _values(settings, "impressions")
-    dead_letters = await _values(settings, "dead-letters")
+    read = await asyncio.gather(
+        *(asyncio.to_thread(java, settings.topic(topic)) for topic in OUTPUTS)
+    )
+    raw = dict(zip(OUTPUTS, read, strict=True))
+    disagreements = 0
+    for topic in OUTPUTS:
+        mine = Counter(await _aiokafka_values(settings, topic))
+        disagreements += sum(((mine - Counter(raw[topic])) + (Counter(raw[topic]) - mine)).values())
+    values: dict[str, list[dict[str, Any]]] = {
+        topic: [orjson.loads(value) for value in raw[topic]] for topic in OUTPUTS
+    }
+    deliveries, impressions = values["deliveries"], values["impressions"]
+    dead_letters = values["dead-letters"]
 
     by_id = Counter(str(d["delivery_id"]) for d in deliveries)
     ids_by_user: dict[str, dict[str, set[str]]] = {once_id: {}, delayed_id: {}}
@@ -57,4 +76,8 @@ async def referee(settings: Settings, sent: Sent, once_id: str, delayed_id: str)
         "lost_dead_letters": len(sent.garbage - set(letters)),
         "duplicated_dead_letters": sum(n - 1 for n in letters.values() if n > 1),
         "unexpected_dead_letters": len(set(letters) - sent.garbage),
+        "aiokafka_disagreements": disagreements,
+        # Which ones, to look them up in the workers' logs (not a count: never a failure).
+        "examples_of_duplicated_dead_letters": sorted(k for k, n in letters.items() if n > 1)[:10],
+        "examples_of_duplicated_delivery_ids": sorted(k for k, n in by_id.items() if n > 1)[:10],
     }

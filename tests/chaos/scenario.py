@@ -151,7 +151,9 @@ class Scenario:
         await self.app.stop()
         await self._settle(app=False)  # the app's last impressions are joined too
         await self.lag.stop()
-        counts = await referee(self.settings, sent, self.once_id, self.delayed_id)
+        counts = await referee(
+            self.settings, sent, self.once_id, self.delayed_id, self.cluster.consume
+        )
         self._check_workers()
         recoveries = [
             self.lag.caught_up_after(at)
@@ -174,6 +176,14 @@ class Scenario:
         REPORT_DIR.mkdir(parents=True, exist_ok=True)
         (REPORT_DIR / f"{self.name}.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
+
+    def keep_logs(self) -> None:
+        """Copy the workers' logs to ``.run/chaos/<scenario>-logs/``."""
+        kept = REPORT_DIR / f"{self.name}-logs"
+        for worker in self.workers:
+            kept.mkdir(parents=True, exist_ok=True)
+            if worker.log_path.exists():
+                shutil.copy(worker.log_path, kept / worker.log_path.name)
 
     async def close(self) -> None:
         """Stop whatever still runs: the load, the app, the sampler, the workers."""
@@ -234,5 +244,6 @@ def failures(report: dict[str, Any]) -> dict[str, int]:
         "unexpected_",
         "delayed_released_",
         "worker_exits_unexpected",
+        "aiokafka_disagreements",
     )
     return {key: value for key, value in report.items() if key.startswith(broken) and value}
