@@ -30,6 +30,38 @@ COMMON_FLAGS: dict[str, tuple[str, type, str]] = {
     "--topic-prefix": ("topic_prefix", str, "prefix of every topic name (DECLIC_TOPIC_PREFIX)"),
     "--partitions": ("partitions", int, "partitions of topics created (DECLIC_PARTITIONS)"),
     "--log-level": ("log_level", str, "DEBUG, INFO, WARNING or ERROR (DECLIC_LOG_LEVEL)"),
+    "--kafka-security-protocol": (
+        "kafka_security_protocol",
+        str,
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (DECLIC_KAFKA_SECURITY_PROTOCOL)",
+    ),
+    "--kafka-sasl-mechanism": (
+        "kafka_sasl_mechanism",
+        str,
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (DECLIC_KAFKA_SASL_MECHANISM); the password "
+        "comes from DECLIC_KAFKA_SASL_PASSWORD only",
+    ),
+    "--kafka-sasl-username": (
+        "kafka_sasl_username",
+        str,
+        "SASL user (DECLIC_KAFKA_SASL_USERNAME)",
+    ),
+    "--kafka-ssl-cafile": (
+        "kafka_ssl_cafile",
+        Path,
+        "PEM file of the CA of the brokers' certificates (DECLIC_KAFKA_SSL_CAFILE)",
+    ),
+    "--kafka-ssl-certfile": (
+        "kafka_ssl_certfile",
+        Path,
+        "PEM client certificate, for brokers requiring one (DECLIC_KAFKA_SSL_CERTFILE)",
+    ),
+    "--kafka-ssl-keyfile": (
+        "kafka_ssl_keyfile",
+        Path,
+        "PEM private key of the client certificate (DECLIC_KAFKA_SSL_KEYFILE); its password "
+        "comes from DECLIC_KAFKA_SSL_KEY_PASSWORD only",
+    ),
 }
 WORKER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--worker-id": ("worker_id", str, "stable name of this worker (DECLIC_WORKER_ID)"),
@@ -50,6 +82,12 @@ WORKER_FLAGS: dict[str, tuple[str, type, str]] = {
         "max_record_bytes",
         int,
         "largest record produced; larger outputs become dead letters (DECLIC_MAX_RECORD_BYTES)",
+    ),
+    "--max-input-bytes": (
+        "max_input_bytes",
+        int,
+        "largest input record parsed; larger ones are dead-lettered unread "
+        "(DECLIC_MAX_INPUT_BYTES)",
     ),
 }
 

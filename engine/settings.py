@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates"
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM file of this client's certificate (brokers requiring mTLS)"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="PEM file of this client's private key"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the private key, if it is encrypted"
+    )
 
     app_id: str = Field(
         "declic",
@@ -82,6 +94,13 @@ class Settings(BaseSettings):
     )
     max_batch_records: int = Field(10_000, ge=1, le=1_000_000)
     transaction_timeout_seconds: float = Field(15.0, ge=1, le=900)
+    max_input_bytes: int = Field(
+        262_144,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="Largest input record (key and value) a worker parses; a larger one is "
+        "dead-lettered (too_large) unread",
+    )
     max_record_bytes: int = Field(
         1_000_000,
         ge=65_536,

@@ -31,6 +31,7 @@ INHERITED = (
     "checkpoint_interval_seconds",
     "transaction_timeout_seconds",
     "max_record_bytes",
+    "max_input_bytes",
     "replication_factor",
     "log_level",
     "frequency_caps",
