@@ -67,7 +67,11 @@ def _parse_string(text: str) -> int:
             pass  # e.g. a leap second: let the strict parser decide
         else:
             if parsed.tzinfo is not None:
-                return (parsed - _EPOCH) // _ONE_MS
+                millis: int = (parsed - _EPOCH) // _ONE_MS
+                # The offset can carry a date of year 1 or 9999 outside what formats back.
+                if MIN_EPOCH_MS <= millis <= MAX_EPOCH_MS:
+                    return millis
+                raise InvalidRecord("invalid_timestamp", f"out of range: {text!r}")
     return _parse_strict(text)
 
 
@@ -98,7 +102,10 @@ def _parse_strict(text: str) -> int:
 
 
 # Events arrive clustered in time, so a few cached days serve nearly every call.
-@lru_cache(maxsize=64)
+DATE_PREFIX_CACHE_SIZE = 64
+
+
+@lru_cache(maxsize=DATE_PREFIX_CACHE_SIZE)
 def _date_prefix(days: int) -> str:
     day = date.fromordinal(days + _EPOCH_ORDINAL)
     return f"{day.year:04d}-{day.month:02d}-{day.day:02d}T"
