@@ -5,6 +5,15 @@ The hot path never touches a Prometheus object per event: it counts into a
 and folded into the metrics every few seconds or on a scrape, not per checkpoint:
 folding costs work per distinct engagement and outcome, which short checkpoint
 intervals would otherwise pay many times over.
+
+No label value comes from an input record unchecked, so the series are bounded whatever
+the input: ``event`` is a session type or a custom event name some engagement uses (any
+other folds into ``other``, see ``Catalog.label_for_event_name``); ``engagement``,
+``variant`` and ``metric`` come from the catalog (at most ``variants.MAX_VARIANTS``
+variants and ``engagements.MAX_ELEMENTS`` element metrics per engagement); ``kind``,
+``outcome``, ``reason``, ``topic``, ``first``, ``test`` and ``result`` are fixed sets; and
+``partition`` is one of the topics' partitions. Series of engagements deleted while a
+worker runs stay until it restarts. ``tests/unit/test_bounded_series.py`` checks it.
 """
 
 from __future__ import annotations

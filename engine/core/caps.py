@@ -4,7 +4,8 @@ Caps count real deliveries at their event time (the trigger time, or the due tim
 delayed delivery); control assignments, test sends and engagements that set
 ``ignore_frequency_caps`` never count. A delivery at exactly ``per_seconds`` before the
 event no longer counts (the window is half-open, like re-eligibility). The user state keeps
-only the ``max(cap.max)`` most recent delivery times, which is all a check can need.
+only the ``max(cap.max)`` most recent delivery times, which is all a check can need, and a
+cap's ``max`` is at most ``MAX_CAP_DELIVERIES``, which bounds them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Final
 
 from engine.core.durations import MAX_DURATION_SECONDS
 from engine.core.json_values import is_integer
+
+# The largest ``max`` of a cap: the delivery times a user keeps for the caps.
+MAX_CAP_DELIVERIES: Final = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,9 @@ class FrequencyCap:
             value = getattr(self, name)
             if not is_integer(value) or value < 1:
                 raise ValueError(f"frequency cap {name} must be an integer >= 1, got {value!r}")
+        if self.max > MAX_CAP_DELIVERIES:
+            # Each user keeps the last `max` delivery times: a bound on the state too.
+            raise ValueError(f"frequency cap max must be <= {MAX_CAP_DELIVERIES}, got {self.max!r}")
         if self.per_seconds > MAX_DURATION_SECONDS:
             # The same bound as every engagement duration: a longer window means nothing.
             raise ValueError(

@@ -4,7 +4,11 @@ A filter ``{"event": E, "op": op, "count": N, "within_seconds": T}`` holds when 
 of custom events named E with a timestamp in ``(t - T, t]`` (t: the current event, which is
 itself counted first) compares to N with ``op``. The user state keeps, per counted name,
 the most recent ``largest N + 1`` timestamps (enough to decide any comparison with N) and
-drops those older than the longest window before the newest one.
+drops those older than the longest window before the newest one; past
+``MAX_COUNTED_TIMES`` timestamps in all, the oldest (by time, then name) are dropped too, so
+that a user of a catalog counting many names keeps a bounded history (a count filter may
+then undercount). ``MAX_COUNT`` and ``MAX_COUNT_FILTERS`` are stated again in
+``schemas/engagement.schema.json``; a unit test holds them equal.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from engine.core.json_values import is_integer
 from engine.errors import InvalidRecord
 
 MAX_COUNT: Final = 1_000
+# Event-count filters in one engagement's audience.
+MAX_COUNT_FILTERS: Final = 10
+# Counted event timestamps one user keeps, over every name: one filter at MAX_COUNT fits.
+MAX_COUNTED_TIMES: Final = 1_024
 _COMPARISONS: Final[dict[str, Callable[[int, int], bool]]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -80,6 +88,16 @@ def compile_count_filter(spec: Mapping[str, object]) -> CountFilter:
     return CountFilter(event, compare, count, within_seconds * 1000)
 
 
+def check_count_filter_total(count: int) -> None:
+    """Raise ``InvalidRecord`` when an audience has more than ``MAX_COUNT_FILTERS``."""
+    if count > MAX_COUNT_FILTERS:
+        raise InvalidRecord(
+            "invalid_engagement",
+            f"audience filters hold {count} event count filters, more than the "
+            f"{MAX_COUNT_FILTERS} allowed",
+        )
+
+
 def merge_count_specs(filters: Iterable[CountFilter]) -> dict[str, CountSpec]:
     """Return, per event name, the longest window and the largest count of ``filters``."""
     specs: dict[str, CountSpec] = {}
@@ -115,6 +133,13 @@ def record_occurrence(
         excess = max(stale, len(kept) - spec.keep)
         if excess:
             del kept[:excess]
+    excess = sum(len(kept) for kept in times_by_name.values()) - MAX_COUNTED_TIMES
+    for _ in range(excess):
+        _, oldest = min((kept[0], other) for other, kept in times_by_name.items())
+        kept = times_by_name[oldest]
+        del kept[0]
+        if not kept:
+            del times_by_name[oldest]
 
 
 def counts_hold(

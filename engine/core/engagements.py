@@ -18,11 +18,17 @@ from typing import Final
 
 from engine.core.bucketing import AUDIENCE_SEED, hash_prefix, sample_threshold
 from engine.core.conversions import ConversionRule, compile_conversion
-from engine.core.counters import CountFilter, compile_count_filter
+from engine.core.counters import CountFilter, check_count_filter_total, compile_count_filter
 from engine.core.durations import MAX_DURATION_SECONDS, duration_seconds
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
 from engine.core.json_values import is_integer
-from engine.core.operators import Atom, Predicate, compile_atoms, conjunction
+from engine.core.operators import (
+    Atom,
+    Predicate,
+    check_filter_count,
+    compile_atoms,
+    conjunction,
+)
 from engine.core.outcomes import Evaluation, Outcome
 from engine.core.pending import CancelRule, compile_cancel_rules
 from engine.core.schedule import ClockRules, compile_schedule
@@ -32,6 +38,8 @@ from engine.errors import InvalidRecord
 # The largest message a delivery may carry, as compact JSON: with the ids around it, a
 # delivery then stays under the smallest record limit a worker takes (64 KiB).
 MAX_MESSAGE_BYTES: Final = 48 * 1024
+# Entries of `elements`: each a label of declic_element_clicks_total per variant.
+MAX_ELEMENTS: Final = 32
 STATUSES: Final = frozenset({"draft", "active", "paused", "archived"})
 ACTIVE: Final = "active"
 ARCHIVED: Final = "archived"
@@ -141,6 +149,7 @@ def _trigger_key(trigger: Mapping[str, object]) -> str:
 
 def _audience(filters: list[object]) -> tuple[tuple[Atom, ...], tuple[CountFilter, ...]]:
     """Split audience filters into attribute filters and event-count filters."""
+    check_filter_count(len(filters), "audience filters")
     attribute_specs: list[object] = []
     count_filters: list[CountFilter] = []
     for spec in filters:
@@ -148,10 +157,15 @@ def _audience(filters: list[object]) -> tuple[tuple[Atom, ...], tuple[CountFilte
             count_filters.append(compile_count_filter(spec))
         else:
             attribute_specs.append(spec)
+    check_count_filter_total(len(count_filters))
     return compile_atoms(attribute_specs, "attribute"), tuple(count_filters)
 
 
 def _element_metrics(specs: list[object]) -> Mapping[str, str]:
+    if len(specs) > MAX_ELEMENTS:
+        raise _FIELDS.fail(
+            f"elements holds {len(specs)} entries, more than the {MAX_ELEMENTS} allowed"
+        )
     metrics: dict[str, str] = {}
     for spec in specs:
         element = spec.get("element") if isinstance(spec, Mapping) else None

@@ -16,11 +16,21 @@ from zoneinfo import ZoneInfo
 MS_PER_DAY: Final = 86_400_000
 _ONE_MS: Final = timedelta(milliseconds=1)
 TIMEZONE_ATTRIBUTE: Final = "timezone"
+# Zone names (and unknown names, as None) remembered: names come from events and profiles.
+ZONE_CACHE_SIZE: Final = 1024
+# Longer than any IANA name (the longest is about 32 characters): unknown, never cached.
+MAX_ZONE_NAME_LENGTH: Final = 64
 
 
-@lru_cache(maxsize=1024)
 def load_zone(name: str) -> ZoneInfo | None:
     """Return the IANA zone ``name``, or None when it is unknown or malformed."""
+    if len(name) > MAX_ZONE_NAME_LENGTH:
+        return None
+    return _load_zone(name)
+
+
+@lru_cache(maxsize=ZONE_CACHE_SIZE)
+def _load_zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
     except (KeyError, ValueError, OSError):  # not found, not a key, a directory...

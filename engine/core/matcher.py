@@ -20,7 +20,8 @@ outcome is reported, from the first check that fails, in this order:
 ``sampled_out``      the user's audience bucket is outside ``percent``
 ``not_re_eligible``  already delivered (or control-assigned) to the user: ever
                      (``after_seconds`` null) or less than ``after_seconds`` before this
-                     event, in event time; or a delayed delivery of it is pending
+                     event, in event time; or a delayed delivery of it is pending; or, for
+                     a delayed engagement, ``MAX_PENDING_PER_USER`` deliveries are pending
 ``frequency_capped`` a policy frequency cap is reached (unless ``ignore_frequency_caps``)
 ``lower_priority``   eligible, but an earlier candidate in priority order won
 ``control``          the winner, for a user in the control group: nothing is delivered
@@ -49,7 +50,7 @@ from engine.core.engagements import Engagement
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
 from engine.core.local_time import user_zone, wall_clock_ms
 from engine.core.outcomes import Evaluation, Outcome
-from engine.core.pending import PendingDelivery
+from engine.core.pending import MAX_PENDING_PER_USER, PendingDelivery
 from engine.core.plan import TriggerPlan, bit_indexes
 from engine.core.policy import DEFAULT_POLICY, MatchPolicy
 from engine.core.state import UserState
@@ -266,11 +267,12 @@ def _sampled_out(plan: TriggerPlan, bits: int, user_key: bytes) -> int:
 
 
 def _not_re_eligible(plan: TriggerPlan, user: UserState, timestamp_ms: int) -> int:
-    """Return the candidates pending for the user, or delivered to them too recently.
+    """Return the candidates pending for the user, or delivered to them too recently, and
+    the delayed ones when the user has ``MAX_PENDING_PER_USER`` pending deliveries.
 
     Walks the user's history, not the candidates: it names few engagements.
     """
-    blocked = 0
+    blocked = plan.delayed if len(user.pending) >= MAX_PENDING_PER_USER else 0
     position = plan.position
     for engagement_id in user.pending:
         if (index := position.get(engagement_id)) is not None:

@@ -18,7 +18,9 @@ Semantics, applied to the value ``x`` found under ``key`` in the mapping being t
 
 A spec that cannot be compiled (unknown op, ``gt`` against an array, ``in`` without an
 array...) raises ``InvalidRecord("invalid_engagement", ...)`` at compile time, so evaluation
-itself never raises.
+itself never raises. So does a list past a bound: more than ``MAX_FILTERS`` filters, or an
+``in``/``not_in`` list of more than ``MAX_IN_VALUES`` values (both stated again in
+``schemas/engagement.schema.json``; a unit test holds them equal).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from typing import Any, Final, NamedTuple
 from engine.errors import InvalidRecord
 
 Predicate = Callable[[Mapping[str, object]], bool]
+
+# Filters in one list (a trigger's where, an audience, a cancel_on or conversion where).
+MAX_FILTERS: Final = 100
+# Values of one in / not_in list.
+MAX_IN_VALUES: Final = 10_000
 
 OPERATORS: Final = frozenset(
     {"eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists", "contains"}
@@ -213,6 +220,11 @@ def compile_atom(spec: Mapping[str, object], key_field: str) -> Atom:
     target = spec.get("value")
     if target is None and op not in ("exists", "not_exists"):
         raise InvalidRecord("invalid_engagement", f"{where}: value is required")
+    if isinstance(target, list) and len(target) > MAX_IN_VALUES:
+        raise InvalidRecord(
+            "invalid_engagement",
+            f"{where}: {len(target)} values, more than the {MAX_IN_VALUES} a list may hold",
+        )
     # repr, not JSON: it never fails, and it tells 1, 1.0 and True apart as filters do.
     identity = repr((key, op, None if op in ("exists", "not_exists") else target)).encode()
     fast = _one_step_predicate(op, key, target)
@@ -237,12 +249,22 @@ def compile_filter(spec: Mapping[str, object], key_field: str) -> Predicate:
 
 def compile_atoms(specs: Iterable[object], key_field: str) -> tuple[Atom, ...]:
     """Compile a filter list into its atoms, in order."""
+    specs = list(specs)
+    check_filter_count(len(specs), f"{key_field} filters")
     atoms: list[Atom] = []
     for spec in specs:
         if not isinstance(spec, Mapping):
             raise InvalidRecord("invalid_engagement", f"{key_field} filter is not an object")
         atoms.append(compile_atom(spec, key_field))
     return tuple(atoms)
+
+
+def check_filter_count(count: int, what: str) -> None:
+    """Raise ``InvalidRecord`` when a list of ``count`` filters is over ``MAX_FILTERS``."""
+    if count > MAX_FILTERS:
+        raise InvalidRecord(
+            "invalid_engagement", f"{what}: {count} filters, more than the {MAX_FILTERS} allowed"
+        )
 
 
 def always_true(values: Mapping[str, object]) -> bool:

@@ -5,6 +5,10 @@ A delayed engagement's winner becomes a ``PendingDelivery`` stored on the user s
 custom event of the user (timestamp in ``[triggered_at, due_at)``, another event id)
 matching one of the engagement's ``cancel_on`` rules cancels it; otherwise the shell calls
 ``release_pending`` once ``due_at_ms`` has passed.
+
+A user has at most ``MAX_PENDING_PER_USER`` pending deliveries: while that many wait, the
+matcher finds the user not re-eligible for every other delayed engagement. An engagement
+has at most ``MAX_CANCEL_RULES`` ``cancel_on`` rules (stated again in the engagement schema).
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from engine.core.events import TriggerEvent, compile_custom_event_match
 from engine.core.json_values import is_integer
 from engine.core.operators import Predicate
 from engine.errors import InvalidRecord
+
+# Delayed deliveries waiting at once for one user.
+MAX_PENDING_PER_USER: Final = 8
+# cancel_on rules of one engagement.
+MAX_CANCEL_RULES: Final = 20
 
 _TEXT_FIELDS: Final = ("delivery_id", "engagement_id", "user_id", "trigger_event_id", "variant")
 _INT_FIELDS: Final = ("engagement_version", "triggered_at_ms", "due_at_ms")
@@ -104,6 +113,11 @@ def compile_cancel_rules(specs: object) -> tuple[CancelRule, ...]:
         return ()
     if not isinstance(specs, list):
         raise InvalidRecord("invalid_engagement", "cancel_on must be an array")
+    if len(specs) > MAX_CANCEL_RULES:
+        raise InvalidRecord(
+            "invalid_engagement",
+            f"cancel_on holds {len(specs)} rules, more than the {MAX_CANCEL_RULES} allowed",
+        )
     rules = []
     for spec in specs:
         if not isinstance(spec, Mapping):

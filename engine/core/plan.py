@@ -24,6 +24,9 @@ from engine.core.schedule import OPEN_END, OPEN_START
 # Distinct values remembered per key. Beyond (say, a filter on a user id), the failing
 # candidates are still right, only computed for each event.
 MEMO_LIMIT: Final = 1024
+# Longest string value remembered (the input schemas allow no longer attribute or property
+# strings): the memo never holds more than MEMO_LIMIT of these per key.
+MEMO_VALUE_CHARS: Final = 256
 
 
 def bit_indexes(bits: int) -> Iterator[int]:
@@ -88,7 +91,12 @@ class KeyIndex:
         self._memo: dict[tuple[type, object], int] = {}
 
     def failing(self, values: Mapping[str, object]) -> int:
-        """Return the candidates a filter on this key rejects for ``values``."""
+        """Return the candidates a filter on this key rejects for ``values``.
+
+        Remembered for at most ``MEMO_LIMIT`` distinct values (the first seen), each a
+        scalar and a string of at most ``MEMO_VALUE_CHARS``: the memo stays bounded whatever
+        the events and profiles, and a plan lives as long as its catalog snapshot.
+        """
         value = values.get(self.key)
         # The type is part of the key: 1, 1.0 and True hash alike but filters tell them apart.
         memo_key = (value.__class__, value)
@@ -96,7 +104,9 @@ class KeyIndex:
             return self._memo[memo_key]
         except KeyError:
             failing = self._compute(values)
-            if len(self._memo) < MEMO_LIMIT:
+            if len(self._memo) < MEMO_LIMIT and not (
+                value.__class__ is str and len(value) > MEMO_VALUE_CHARS
+            ):
                 self._memo[memo_key] = failing
             return failing
         except TypeError:  # an array or object: not hashable, not remembered
@@ -153,6 +163,7 @@ class TriggerPlan:
         "candidates",
         "count_spec",
         "counted",
+        "delayed",
         "everyone",
         "inactive",
         "obeys_caps",
@@ -185,6 +196,7 @@ class TriggerPlan:
             ),
         )
         self.counted = _bits_where(bool(item.count_filters) for item in candidates)
+        self.delayed = _bits_where(item.delay_ms > 0 for item in candidates)
         self.sampled = _bits_where(item.percent < 100 for item in candidates)
         self.obeys_caps = _bits_where(not item.ignore_frequency_caps for item in candidates)
         self.position: Mapping[str, int] = {item.id: index for index, item in enumerate(candidates)}

@@ -8,9 +8,13 @@ is re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import heapq
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
+import orjson
+
+from engine.core.attributes import MAX_ATTRIBUTES, check_attributes
 from engine.core.caps import FrequencyCap, is_capped, record_delivery_time
 from engine.core.conversions import ConversionWatch, add_watch
 from engine.core.counters import CountSpec, record_occurrence
@@ -19,9 +23,38 @@ from engine.core.json_values import is_integer, stored_object
 from engine.core.pending import PendingDelivery
 from engine.errors import InvalidRecord
 
-__all__ = ["DeliveryState", "UserState"]
+__all__ = ["MAX_DELIVERY_HISTORY", "MAX_USER_STATE_BYTES", "DeliveryState", "UserState"]
+
+# The largest a user's state may take as compact JSON: well under the smallest record a
+# worker may write (64 KiB, key and value), whatever the input.
+MAX_USER_STATE_BYTES: Final = 48 * 1024
+# Once past it, a state is brought down to this, so that the next changes do not each pay
+# for measuring and evicting again.
+_FIT_TARGET: Final = MAX_USER_STATE_BYTES - MAX_USER_STATE_BYTES // 8
+# Engagements whose last delivery (or control assignment) a user remembers.
+MAX_DELIVERY_HISTORY: Final = 256
 
 _MISSING: Final = object()
+# Upper bounds, in compact JSON, of an epoch-ms time with its comma, and of a section's
+# name and braces: what a growth adds on top of the strings it measures.
+_TIME_BYTES: Final = 16
+_SECTION_BYTES: Final = 8
+
+
+def _json_size(value: object) -> int:
+    return len(orjson.dumps(value))
+
+
+def _oldest(times: Mapping[str, int], count: int) -> list[str]:
+    """Return the ``count`` names of ``times`` with the oldest (time, name)."""
+    if count == 1:  # the usual case: one new name on a full profile
+        oldest = min(times.values())
+        return [min([name for name, at in times.items() if at == oldest])]
+    return [name for name, _ in heapq.nsmallest(count, times.items(), key=_time_then_name)]
+
+
+def _time_then_name(item: tuple[str, int]) -> tuple[int, str]:
+    return item[1], item[0]
 
 
 def _times(data: Mapping[str, object], key: str) -> dict[str, int]:
@@ -65,8 +98,25 @@ class UserState:
     A ``null`` attribute value is kept with its timestamp: it clears the attribute (filters
     see it as missing) and still outranks older values arriving late. The history holds
     the last delivery per engagement (re-eligibility), recent delivery times (frequency
-    caps), recent counted events, pending delayed deliveries and conversion watches; each
-    is bounded (see ``caps``, ``counters``, ``pending``, ``conversions``).
+    caps), recent counted events, pending delayed deliveries and conversion watches.
+
+    Every part is bounded, so that the state of one user stays small whatever the input:
+
+    * attributes: at most ``MAX_ATTRIBUTES``, the most recently set (the oldest by
+      (timestamp, name) are evicted), values bounded by ``attributes``;
+    * last deliveries: at most ``MAX_DELIVERY_HISTORY`` engagements (the oldest other by
+      (time, engagement id) is forgotten when a new one is recorded);
+    * capped delivery times: the caps' largest ``max`` (``caps.MAX_CAP_DELIVERIES`` at most);
+    * counted events: per name what the filters need, ``counters.MAX_COUNTED_TIMES`` in all;
+    * pending deliveries: ``pending.MAX_PENDING_PER_USER`` (the matcher schedules no more);
+    * conversion watches: ``conversions.MAX_WATCHES``.
+
+    On top of these, the state never takes more than ``MAX_USER_STATE_BYTES`` as compact
+    JSON (a size only reached with strings at their longest and made of characters JSON
+    escapes): past it, the oldest attributes are evicted first, then the oldest counted
+    event times, then the oldest last deliveries, until it takes at most 7/8 of it.
+    Pending deliveries, watches and capped delivery times are never evicted: their bounds
+    keep them far below.
     """
 
     __slots__ = (
@@ -76,6 +126,7 @@ class UserState:
         "_event_times",
         "_last_delivered",
         "_pending",
+        "_size_bound",
         "_watches",
     )
 
@@ -101,6 +152,8 @@ class UserState:
             item.engagement_id: item for item in pending or ()
         }
         self._watches: list[ConversionWatch] = list(watches or ())
+        # An upper bound of the encoded size, or None when not measured since loading.
+        self._size_bound: int | None = None
         if self._attributes.keys() != self._attribute_times.keys():
             raise InvalidRecord("invalid_state", "every attribute needs exactly one timestamp")
 
@@ -143,12 +196,17 @@ class UserState:
         """Merge ``attributes`` set at ``timestamp_ms``; return whether anything changed.
 
         Per attribute the newest timestamp wins; on equal timestamps the incoming value wins.
+        ``attributes`` past a bound of ``engine.core.attributes`` raise
+        ``InvalidRecord("invalid_field", ...)`` before anything changes. Past
+        ``MAX_ATTRIBUTES``, the oldest attributes by (timestamp, name) are evicted.
         """
         if not attributes:
             return False
+        check_attributes(attributes)
         values = self._attributes
         times = self._attribute_times
         changed = False
+        grown = 0
         for name, value in attributes.items():
             set_at = times.get(name)
             if set_at is not None and timestamp_ms < set_at:
@@ -156,22 +214,40 @@ class UserState:
             if set_at != timestamp_ms:
                 times[name] = timestamp_ms
                 changed = True
+                grown += _TIME_BYTES
             current = values.get(name, _MISSING)
             # Compare types too: 1 == True in Python, but they are different JSON values.
             if current.__class__ is not value.__class__ or current != value:
                 values[name] = value
                 changed = True
-        return changed
+                grown += 2 * _json_size(name) + _json_size(value) + _TIME_BYTES
+        if not changed:
+            return False
+        excess = len(values) - MAX_ATTRIBUTES
+        if excess > 0:
+            for name in _oldest(times, excess):
+                del values[name], times[name]
+        self._grew(grown)
+        return True
 
     def last_delivered_at(self, engagement_id: str) -> int | None:
         """Return the event time of the last delivery of ``engagement_id``, if any."""
         return self._last_delivered.get(engagement_id)
 
     def record_delivery(self, engagement_id: str, triggered_at_ms: int) -> None:
-        """Remember a delivery; a late, older trigger never moves the time backwards."""
-        previous = self._last_delivered.get(engagement_id)
-        if previous is None or triggered_at_ms > previous:
-            self._last_delivered[engagement_id] = triggered_at_ms
+        """Remember a delivery; a late, older trigger never moves the time backwards.
+
+        Past ``MAX_DELIVERY_HISTORY`` engagements, the oldest other one by (time, id) is
+        forgotten (it may then deliver again, as to a user it never reached).
+        """
+        history = self._last_delivered
+        previous = history.get(engagement_id)
+        if previous is not None and triggered_at_ms <= previous:
+            return
+        history[engagement_id] = triggered_at_ms
+        if previous is None and len(history) > MAX_DELIVERY_HISTORY:
+            del history[min((t, e) for e, t in history.items() if e != engagement_id)[1]]
+        self._grew(_json_size(engagement_id) + _TIME_BYTES + 2 if previous is None else _TIME_BYTES)
 
     def is_capped(self, timestamp_ms: int, caps: tuple[FrequencyCap, ...]) -> bool:
         """Return whether a delivery at ``timestamp_ms`` would break one of ``caps``."""
@@ -180,14 +256,21 @@ class UserState:
     def count_towards_caps(self, timestamp_ms: int, limit: int) -> None:
         """Remember a capped delivery, keeping the ``limit`` most recent times."""
         record_delivery_time(self._delivery_times, timestamp_ms, limit)
+        self._grew(_TIME_BYTES)
 
     def count_event(self, name: str, timestamp_ms: int, specs: Mapping[str, CountSpec]) -> None:
         """Count custom event ``name``; prune every counted name to what ``specs`` need."""
+        new_name = name not in self._event_times
         record_occurrence(self._event_times, name, timestamp_ms, specs)
+        self._grew(_TIME_BYTES + (_json_size(name) + 4 if new_name else 0))
 
     def add_pending(self, pending: PendingDelivery) -> None:
-        """Store ``pending``, replacing any pending delivery of the same engagement."""
+        """Store ``pending``, replacing any pending delivery of the same engagement.
+
+        The matcher keeps to ``pending.MAX_PENDING_PER_USER``; this does not check it.
+        """
         self._pending[pending.engagement_id] = pending
+        self._grew(_json_size(pending.to_json_dict()) + 2)
 
     def take_pending(self, engagement_id: str, delivery_id: str) -> PendingDelivery | None:
         """Remove and return the pending delivery ``delivery_id``, if still stored."""
@@ -200,6 +283,7 @@ class UserState:
     def add_watch(self, watch: ConversionWatch) -> None:
         """Start a conversion watch (expired and excess watches are dropped)."""
         add_watch(self._watches, watch)
+        self._grew(_json_size(watch.to_json_dict()) + 2)
 
     def take_watches(self, keep: Callable[[ConversionWatch], bool]) -> list[ConversionWatch]:
         """Remove and return the watches ``keep`` rejects, in order."""
@@ -209,6 +293,63 @@ class UserState:
             (kept if keep(watch) else taken).append(watch)
         self._watches = kept
         return taken
+
+    def encoded_size(self) -> int:
+        """Return the size of ``to_json_dict()`` as compact JSON (what the store keeps)."""
+        return _json_size(self.to_json_dict())
+
+    def _grew(self, added: int) -> None:
+        """Account for a change of at most ``added`` bytes; keep within the size bound.
+
+        The bound is kept as an upper estimate, so the state is measured only when the
+        estimate passes ``MAX_USER_STATE_BYTES`` (or for the first change after loading).
+        """
+        bound = self._size_bound
+        if bound is not None:
+            bound += added + _SECTION_BYTES
+            if bound <= MAX_USER_STATE_BYTES:
+                self._size_bound = bound
+                return
+        self._size_bound = self._fit()
+
+    def _fit(self) -> int:
+        """Measure the state; past the bound, evict the oldest entries down to the target.
+
+        Return the exact size.
+        """
+        size = self.encoded_size()
+        if size <= MAX_USER_STATE_BYTES:
+            return size
+        for freed in self._evict_oldest():
+            size -= freed  # freed is never under what the eviction saves
+            if size <= _FIT_TARGET:
+                size = self.encoded_size()
+                if size <= _FIT_TARGET:
+                    return size
+        return self.encoded_size()  # only pending deliveries, watches and cap times left
+
+    def _evict_oldest(self) -> Iterator[int]:
+        """Evict one entry per step, in eviction order; yield at least the bytes it saved."""
+        values, times = self._attributes, self._attribute_times
+        for name in sorted(times, key=lambda key: (times[key], key)):
+            freed = 2 * _json_size(name) + _json_size(values[name]) + _TIME_BYTES + 4
+            del values[name], times[name]
+            yield freed + (2 * _SECTION_BYTES if not times else 0)
+        counted = self._event_times
+        for _, name in sorted((at, name) for name, kept in counted.items() for at in kept):
+            kept = counted[name]
+            del kept[0]  # the oldest left of this name: the order is ascending
+            freed = _TIME_BYTES
+            if not kept:
+                del counted[name]
+                freed += _json_size(name) + 4 + (_SECTION_BYTES if not counted else 0)
+            yield freed
+        history = self._last_delivered
+        for engagement_id in sorted(history, key=lambda key: (history[key], key)):
+            del history[engagement_id]
+            yield (
+                _json_size(engagement_id) + _TIME_BYTES + 2 + (_SECTION_BYTES if not history else 0)
+            )
 
     def to_json_dict(self) -> dict[str, object]:
         """Return the compact JSON form; empty sections are left out (a new user is ``{}``).

@@ -8,7 +8,8 @@ audience bucket) decides, once and for all:
   first variant whose cumulative weight exceeds ``position``.
 
 Without variants, non-control users get the ``default`` variant carrying the engagement's
-message. Ids ``control`` and ``default`` are reserved, so reports never mix them up.
+message. Ids ``control`` and ``default`` are reserved, so reports never mix them up. An
+engagement has at most ``MAX_VARIANTS`` variants (stated again in the engagement schema).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from engine.errors import InvalidRecord
 CONTROL: Final = "control"
 DEFAULT_VARIANT: Final = "default"
 RESERVED_VARIANT_IDS: Final = frozenset({CONTROL, DEFAULT_VARIANT})
+# Variants of one engagement: each a label of the delivery metrics, each message up to
+# engagements.MAX_MESSAGE_BYTES in the engagement's record.
+MAX_VARIANTS: Final = 16
 _VARIANT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
@@ -114,6 +118,10 @@ def compile_variants(
     else:
         if not isinstance(specs, list) or not specs:
             raise _fail("variants must be a non-empty array when present")
+        if len(specs) > MAX_VARIANTS:
+            raise _fail(
+                f"variants holds {len(specs)} variants, more than the {MAX_VARIANTS} allowed"
+            )
         seen: set[str] = set()
         variants = tuple(_variant(spec, seen) for spec in specs)
     by_id = {variant.id: variant for variant in variants}

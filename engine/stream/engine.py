@@ -141,6 +141,7 @@ class Engine:
             lambda: self.catalog.catalog,
             self.policy,
             max_record_bytes=self.settings.max_record_bytes,
+            max_input_bytes=self.settings.max_input_bytes,
         )
 
     async def run(self) -> None:

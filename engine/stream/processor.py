@@ -3,11 +3,12 @@
 Nothing here awaits: a batch is handled synchronously and its effects wait in
 the outbox and the store's staged writes until the checkpoint commits them.
 
-Nothing here can stop the partition either: a record that cannot be processed becomes
-one dead letter (its outputs so far dropped), a record whose output would be larger
-than ``max_record_bytes`` too (``output_too_large``), a dead letter itself is cut to
-fit, and a stored value that cannot be read or a state that cannot be written is
-logged and skipped, one at a time.
+Nothing here can stop the partition either: a record whose key and value together take
+more than ``max_input_bytes`` becomes a dead letter (``too_large``) without being parsed,
+a record that cannot be processed becomes one dead letter (its outputs so far dropped),
+a record whose output would be larger than ``max_record_bytes`` too
+(``output_too_large``), a dead letter itself is cut to fit, and a stored value that
+cannot be read or a state that cannot be written is logged and skipped, one at a time.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ from engine.stream.topics import InputKind, TopicNames
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
-# Decoded user states kept between checkpoints; past this the cache is dropped whole.
+# Decoded user states kept in memory: past this the cache is dropped whole, at a checkpoint
+# or, when that many users are met between two, at once (the changed ones staged first).
 USER_CACHE_LIMIT = 50_000
+# Settings.max_input_bytes' default: the largest input record (key and value) parsed.
+DEFAULT_MAX_INPUT_BYTES = 262_144
 
 SCHEMA_BY_KIND = {
     InputKind.SESSIONS: "session-event",
@@ -94,9 +98,11 @@ class PartitionProcessor:
         policy: MatchPolicy,
         *,
         max_record_bytes: int = 1_000_000,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self.partition = partition
         self.max_record_bytes = max_record_bytes
+        self.max_input_bytes = max_input_bytes
         self.store = store
         self.topics = topics
         self._catalog = catalog
@@ -143,6 +149,14 @@ class PartitionProcessor:
     def _handle(
         self, kind: InputKind, record: ConsumerRecord, catalog: Catalog, now_ms: int
     ) -> None:
+        size = len(record.key or b"") + len(record.value or b"")
+        if size > self.max_input_bytes:
+            # Checked before anything reads it: parsing and validating cost with the size.
+            raise InvalidRecord(
+                "too_large",
+                f"the record takes {size} bytes (key and value), more than the "
+                f"{self.max_input_bytes} a worker parses (max_input_bytes)",
+            )
         if record.value is None:
             raise InvalidRecord("invalid_json", "record has no value")
         try:
@@ -284,6 +298,9 @@ class PartitionProcessor:
     def _user(self, user_id: str) -> UserState:
         user = self._users.get(user_id)
         if user is None:
+            if len(self._users) >= USER_CACHE_LIMIT:
+                self.stage_state()  # the changed users are written before they are dropped
+                self._users.clear()
             raw = self.store.get(USER_PREFIX + user_id.encode())
             user = UserState.from_json_dict(orjson.loads(raw)) if raw is not None else UserState()
             self._users[user_id] = user
@@ -350,7 +367,7 @@ class PartitionProcessor:
     def take_outbox(self) -> Outbox:
         """Hand the outbox to the checkpoint and start a new one."""
         outbox, self.outbox = self.outbox, Outbox()
-        if len(self._users) > USER_CACHE_LIMIT:
+        if len(self._users) >= USER_CACHE_LIMIT:  # full: start the next interval empty
             self._users.clear()
         return outbox
 

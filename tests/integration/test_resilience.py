@@ -113,7 +113,9 @@ async def test_a_rejected_record_near_1_mb_becomes_a_truncated_dead_letter_and_d
     letters = await harness.tail("dead-letters")
     deliveries = await harness.tail("deliveries")
     user = _id("user")
-    value = b"<" + os.urandom(BIG_VALUE_BYTES - 1)  # not JSON: rejected as invalid_json
+    # Past max_input_bytes: rejected unread (too_large); its dead letter would be over the
+    # broker's limit if it carried the whole value.
+    value = b"<" + os.urandom(BIG_VALUE_BYTES - 1)
     await harness.send("custom-events", value, key=user)
     good = _custom(user, event)
     await harness.send("custom-events", good)  # same key: behind the big one on its partition
@@ -135,7 +137,7 @@ async def test_a_rejected_record_near_1_mb_becomes_a_truncated_dead_letter_and_d
     await deliveries.stop()
 
     validator("dead-letter").check(letter)
-    assert letter["reason"] == "invalid_json"
+    assert letter["reason"] == "too_large"
     assert letter["source_topic"] == harness.settings.topic("custom-events")
     assert letter["truncated"] is True
     assert letter["value_bytes"] == BIG_VALUE_BYTES

@@ -91,7 +91,8 @@ def test_a_dead_letter_of_a_record_near_one_megabyte_stays_under_the_record_limi
 ) -> None:
     # Not JSON, and about 1 MB: base64 makes it a third larger than the broker takes.
     huge = b"x" * 1_000_000
-    processor = _processor(store, _catalog())
+    # Parsed (a worker allowing inputs that large), it is rejected as invalid JSON.
+    processor = _processor(store, _catalog(), max_input_bytes=2_000_000)
     _handle(processor, _record("custom-events", huge, key=b"ann"))
 
     [output] = [r for r in processor.outbox.records if r.topic == TOPICS.dead_letters]

@@ -523,3 +523,129 @@ def test_missing_file_is_reported(tmp_path: Path) -> None:
         load_engagement_documents(path)
     assert caught.value.source == str(path)
     assert isinstance(caught.value, DeclicError)
+
+
+# --- attribute bounds ------------------------------------------------------------------------
+
+from engine.core.attributes import (  # noqa: E402
+    MAX_ATTRIBUTE_ARRAY_ITEMS,
+    MAX_ATTRIBUTE_NAME_LENGTH,
+    MAX_ATTRIBUTE_STRING_LENGTH,
+    MAX_ATTRIBUTES,
+    MAX_PROPERTY_STRING_LENGTH,
+)
+
+
+def test_attribute_bounds_are_the_core_ones() -> None:
+    defs = load_schema("common")["$defs"]
+    assert defs["attributes"]["maxProperties"] == MAX_ATTRIBUTES
+    assert defs["attributes"]["propertyNames"]["maxLength"] == MAX_ATTRIBUTE_NAME_LENGTH
+    assert defs["attribute_value"]["maxLength"] == MAX_ATTRIBUTE_STRING_LENGTH
+    assert defs["attribute_value"]["maxItems"] == MAX_ATTRIBUTE_ARRAY_ITEMS
+    assert defs["attribute_scalar"]["maxLength"] == MAX_ATTRIBUTE_STRING_LENGTH
+    assert defs["attribute_value"]["items"] == {"$ref": "#/$defs/attribute_scalar"}
+    for name, numbers in [
+        ("attributes", [MAX_ATTRIBUTES]),
+        ("attribute_value", [MAX_ATTRIBUTE_STRING_LENGTH, MAX_ATTRIBUTE_ARRAY_ITEMS]),
+        ("attribute_scalar", [MAX_ATTRIBUTE_STRING_LENGTH]),
+    ]:
+        for number in numbers:
+            assert f"at most {number}" in defs[name]["errorMessage"], name
+            assert f"at most {number}" in defs[name]["description"], name
+
+
+# Each record kind carrying attributes, and where they are in it.
+ATTRIBUTE_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
+    "profile-update": ({"user_id": "u", "timestamp": 0}, "attributes"),
+    "custom-event": ({"event_id": "e", "user_id": "u", "name": "n", "timestamp": 0}, "attributes"),
+    "session-event": (
+        {"event_id": "e", "user_id": "u", "type": "session_start", "timestamp": 0},
+        "attributes",
+    ),
+}
+
+# (attributes at the bound, one past it, the path of the violation, what the message says)
+ATTRIBUTE_BOUNDS: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
+    "string": (
+        {"bio": "x" * MAX_ATTRIBUTE_STRING_LENGTH},
+        {"bio": "x" * (MAX_ATTRIBUTE_STRING_LENGTH + 1)},
+        ".bio",
+        f"at most {MAX_ATTRIBUTE_STRING_LENGTH} characters",
+    ),
+    "array": (
+        {"tags": ["x"] * MAX_ATTRIBUTE_ARRAY_ITEMS},
+        {"tags": ["x"] * (MAX_ATTRIBUTE_ARRAY_ITEMS + 1)},
+        ".tags",
+        f"at most {MAX_ATTRIBUTE_ARRAY_ITEMS} items",
+    ),
+    "array string": (
+        {"tags": ["x" * MAX_ATTRIBUTE_STRING_LENGTH]},
+        {"tags": ["x" * (MAX_ATTRIBUTE_STRING_LENGTH + 1)]},
+        ".tags[0]",
+        f"at most {MAX_ATTRIBUTE_STRING_LENGTH} characters",
+    ),
+    "count": (
+        {f"a{index}": index for index in range(MAX_ATTRIBUTES)},
+        {f"a{index}": index for index in range(MAX_ATTRIBUTES + 1)},
+        "",
+        f"at most {MAX_ATTRIBUTES} attributes",
+    ),
+    "name": (
+        {"n" * MAX_ATTRIBUTE_NAME_LENGTH: 1},
+        {"n" * (MAX_ATTRIBUTE_NAME_LENGTH + 1): 1},
+        "",
+        f"1 to {MAX_ATTRIBUTE_NAME_LENGTH} characters",
+    ),
+}
+
+
+@pytest.mark.parametrize("record", sorted(ATTRIBUTE_RECORDS))
+@pytest.mark.parametrize("bound", sorted(ATTRIBUTE_BOUNDS))
+def test_attribute_bounds_at_the_limit_and_one_past(record: str, bound: str) -> None:
+    base, field = ATTRIBUTE_RECORDS[record]
+    at_limit, past, path, mentions = ATTRIBUTE_BOUNDS[bound]
+    record_validator = validator(record.split(maxsplit=1)[0])
+    assert record_validator.errors(base | {field: at_limit}) == []
+    violations = record_validator.errors(base | {field: past})
+    assert len(violations) == 1
+    assert violations[0].path.startswith(field + path)
+    assert mentions in violations[0].message
+
+
+def test_dead_letter_reason_too_large() -> None:
+    letter = _load(RECORDS / "valid" / "dead-letter--invalid-json.json") | {"reason": "too_large"}
+    validator("dead-letter").check(letter)
+    described = load_schema("dead-letter")["properties"]["reason"]["description"]
+    assert "too_large (key and value together over max_input_bytes" in described
+
+
+@pytest.mark.parametrize(
+    ("at_limit", "past", "mentions"),
+    [
+        (
+            {"url": "x" * MAX_PROPERTY_STRING_LENGTH},
+            {"url": "x" * (MAX_PROPERTY_STRING_LENGTH + 1)},
+            f"at most {MAX_PROPERTY_STRING_LENGTH} characters",
+        ),
+        (
+            {"tags": ["x"] * MAX_ATTRIBUTE_ARRAY_ITEMS},
+            {"tags": ["x"] * (MAX_ATTRIBUTE_ARRAY_ITEMS + 1)},
+            f"at most {MAX_ATTRIBUTE_ARRAY_ITEMS} items",
+        ),
+        (
+            {f"p{n}": n for n in range(MAX_ATTRIBUTES)},
+            {f"p{n}": n for n in range(MAX_ATTRIBUTES + 1)},
+            f"at most {MAX_ATTRIBUTES} properties",
+        ),
+    ],
+    ids=["string", "array", "count"],
+)
+def test_event_property_bounds_at_the_limit_and_one_past(
+    at_limit: dict[str, Any], past: dict[str, Any], mentions: str
+) -> None:
+    """Properties are matched, never stored: their strings may be longer than attributes'."""
+    base = {"event_id": "e", "user_id": "u", "name": "n", "timestamp": 0}
+    assert validator("custom-event").errors(base | {"properties": at_limit}) == []
+    [violation] = validator("custom-event").errors(base | {"properties": past})
+    assert violation.path.startswith("properties")
+    assert mentions in violation.message
