@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.admin.diagnose_cache import DiagnoseCache
 from engine.metrics import EngineMetrics
+from engine.retry import access_error
 from engine.settings import Settings
 from engine.stream.engine import Engine
 
@@ -53,10 +54,22 @@ class EngineService(Service):
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.exception("engine stopped on an unrecoverable error; stopping the worker")
+            refused = access_error(error)
+            if refused is None:
+                log.exception("engine stopped on an unrecoverable error; stopping the worker")
+            else:
+                # Retrying cannot help: a clear line, and exit status 3 (see `declic worker`).
+                settings = self.engine.settings
+                user = settings.kafka_sasl_username
+                log.error(
+                    "engine stopped: Kafka at %s refused this worker%s: %s; stopping the worker",
+                    settings.kafka_bootstrap,
+                    f" (user {user!r})" if user else "",
+                    refused,
+                )
             # Crash the whole worker, not this service alone: the process exits non-zero
             # and its supervisor restarts it from the last commit.
-            await self.crash(error)
+            await self.crash(refused or error)
 
     async def on_stop(self) -> None:
         if self._task is not None:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import orjson
 from engine import __version__
 from engine.cli_engagements import add_engagement_commands
 from engine.cli_support import now_ms, settings_from_args
-from engine.errors import DeclicError
+from engine.errors import DeclicError, KafkaAccessError
 from engine.settings import DEFAULT_BOOTSTRAP
 
 log = logging.getLogger("declic")
@@ -274,9 +275,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from engine.app import build_app
 
     settings = settings_from_args(args)
+    # Invalid security settings, or certificates that do not load: exit 2 now, not at the
+    # first connection.
+    settings.kafka_client_options()
     app = build_app(settings)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        # Faust exits with status 1 whatever stopped the worker. Kafka refusing its
+        # credentials or an ACL is no crash to restart from: status 3, as for the commands.
+        # The engine logged why ("engine stopped: Kafka at ... refused this worker ...").
+        if isinstance(worker.crash_reason, KafkaAccessError):
+            return 3
+        raise
     return 0
 
 
@@ -404,21 +416,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from aiokafka.errors import KafkaError
 
+    from engine.retry import access_error
+
+    started = time.monotonic()
     try:
         return int(args.handler(args))
+    except KafkaAccessError as error:
+        print(f"declic: error: {_kafka_at(args)}: {error}", file=sys.stderr)
+        return 3
     except DeclicError as error:
         print(f"declic: error: {error}", file=sys.stderr)
         return 2
     except KafkaError as error:
-        bootstrap = (
-            getattr(args, "setting_kafka_bootstrap", None)
-            or os.environ.get("DECLIC_KAFKA_BOOTSTRAP")
-            or DEFAULT_BOOTSTRAP
-        )
-        print(f"declic: error: Kafka at {bootstrap}: {error}", file=sys.stderr)
+        refused = access_error(error, since=started)
+        print(f"declic: error: {_kafka_at(args)}: {refused or error}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130
+
+
+def _kafka_at(args: argparse.Namespace) -> str:
+    """Return "Kafka at <bootstrap>", with the SASL user when there is one."""
+
+    def setting(name: str) -> str | None:
+        value = getattr(args, f"setting_{name}", None)
+        return str(value) if value is not None else os.environ.get(f"DECLIC_{name.upper()}")
+
+    bootstrap = setting("kafka_bootstrap") or DEFAULT_BOOTSTRAP
+    user = setting("kafka_sasl_username")
+    return f"Kafka at {bootstrap}" + (f" (user {user!r})" if user else "")
 
 
 if __name__ == "__main__":

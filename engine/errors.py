@@ -31,3 +31,16 @@ class StateFormatError(DeclicError):
         super().__init__(message)
         self.found = found
         self.newest = newest
+
+
+class KafkaAccessError(DeclicError):
+    """Raise when Kafka refuses this client: its credentials, or an operation its principal
+    has no ACL for. Retrying cannot help; commands and workers exit with status 3."""
+
+
+class KafkaAuthenticationFailed(KafkaAccessError):
+    """Raise when a broker refuses the client's credentials or the TLS handshake."""
+
+
+class KafkaNotAuthorized(KafkaAccessError):
+    """Raise when the principal lacks an ACL for what it asked (the message names it)."""

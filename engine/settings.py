@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.core.caps import MAX_CAP_DELIVERIES
 from engine.core.durations import MAX_DURATION_SECONDS
 from engine.errors import ConfigError
 
@@ -30,7 +33,7 @@ class FrequencyCap(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max: int = Field(ge=1)
+    max: int = Field(ge=1, le=MAX_CAP_DELIVERIES)  # the core's bound too
     per_seconds: int = Field(ge=1, le=MAX_DURATION_SECONDS)  # the core's bound too
 
 
@@ -154,17 +157,51 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{self.app_id}-{name}"
 
     def kafka_client_options(self) -> dict[str, Any]:
-        """Return the connection options shared by every aiokafka client."""
+        """Return the connection options shared by every aiokafka client.
+
+        Raise ConfigError, naming the setting, when the security settings are inconsistent
+        or a certificate or key cannot be loaded.
+        """
+        self.check_kafka_security()
+        protocol = self.kafka_security_protocol
         options: dict[str, Any] = {
             "bootstrap_servers": self.kafka_bootstrap,
-            "security_protocol": self.kafka_security_protocol,
+            "security_protocol": protocol,
         }
-        if self.kafka_sasl_mechanism:
+        if protocol in SASL_PROTOCOLS:
+            password = self.kafka_sasl_password  # never None here: checked above
             options["sasl_mechanism"] = self.kafka_sasl_mechanism
             options["sasl_plain_username"] = self.kafka_sasl_username
-            if self.kafka_sasl_password is not None:
-                options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+            options["sasl_plain_password"] = password.get_secret_value() if password else ""
+        if protocol in SSL_PROTOCOLS:
+            options["ssl_context"] = self.kafka_ssl_context()
         return options
+
+    def check_kafka_security(self) -> None:
+        """Raise ConfigError naming every security setting that is missing or out of place."""
+        problems = _security_problems(self)
+        if problems:
+            raise ConfigError(f"invalid settings: {'; '.join(problems)}")
+
+    def kafka_ssl_context(self) -> ssl.SSLContext:
+        """Return a TLS context verifying the brokers (with this client's certificate, if
+        set); raise ConfigError naming the file that cannot be loaded."""
+        from aiokafka.helpers import create_ssl_context
+
+        key_password = self.kafka_ssl_key_password
+        # A callable, even without a password: OpenSSL would otherwise prompt on the terminal
+        # for the password of an encrypted key.
+        secret = key_password.get_secret_value() if key_password is not None else ""
+        try:
+            context: ssl.SSLContext = create_ssl_context(
+                cafile=self.kafka_ssl_cafile,
+                certfile=self.kafka_ssl_certfile,
+                keyfile=self.kafka_ssl_keyfile,
+                password=lambda: secret,
+            )
+        except (ssl.SSLError, OSError, ValueError) as error:
+            raise ConfigError(f"invalid settings: {_ssl_problem(self, error)}") from None
+        return context
 
     def kafka_producer_options(self) -> dict[str, Any]:
         """Return the options of every producer: all in-sync replicas acknowledge, and
@@ -178,6 +215,74 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             described[name] = "********" if isinstance(value, SecretStr) else str(value)
         return described
+
+
+SSL_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_SSL_FILES = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+
+
+def _security_problems(settings: Settings) -> list[str]:
+    """Return what is wrong with the security settings, each naming its setting."""
+    protocol = settings.kafka_security_protocol
+    problems = []
+    sasl = {
+        "kafka_sasl_mechanism": settings.kafka_sasl_mechanism,
+        "kafka_sasl_username": settings.kafka_sasl_username,
+        "kafka_sasl_password": settings.kafka_sasl_password,
+    }
+    for name, value in sasl.items():
+        if protocol in SASL_PROTOCOLS and not (
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        ):
+            problems.append(f"{name}: required with kafka_security_protocol {protocol}")
+        elif protocol not in SASL_PROTOCOLS and value is not None:
+            problems.append(
+                f"{name}: set, but kafka_security_protocol {protocol} uses no SASL "
+                "(SASL_PLAINTEXT or SASL_SSL)"
+            )
+    tls = {name: getattr(settings, name) for name in (*_SSL_FILES, "kafka_ssl_key_password")}
+    for name, value in tls.items():
+        if value is None:
+            continue
+        if protocol not in SSL_PROTOCOLS:
+            problems.append(
+                f"{name}: set, but kafka_security_protocol {protocol} uses no TLS (SSL or SASL_SSL)"
+            )
+        elif isinstance(value, Path) and not value.is_file():
+            problems.append(f"{name}: no such file: {value}")
+        elif isinstance(value, Path) and not os.access(value, os.R_OK):
+            problems.append(f"{name}: cannot read {value}")
+    if tls["kafka_ssl_certfile"] is not None and tls["kafka_ssl_keyfile"] is None:
+        problems.append("kafka_ssl_keyfile: required with kafka_ssl_certfile")
+    if tls["kafka_ssl_keyfile"] is not None and tls["kafka_ssl_certfile"] is None:
+        problems.append("kafka_ssl_certfile: required with kafka_ssl_keyfile")
+    if tls["kafka_ssl_key_password"] is not None and tls["kafka_ssl_keyfile"] is None:
+        problems.append("kafka_ssl_key_password: set without kafka_ssl_keyfile")
+    return problems
+
+
+def _ssl_problem(settings: Settings, error: BaseException) -> str:
+    """Return which TLS file could not be loaded, and why (never the key's password)."""
+    reason = getattr(error, "reason", None) or type(error).__name__
+    if settings.kafka_ssl_cafile is not None:
+        try:
+            ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        except (ssl.SSLError, OSError, ValueError):
+            return f"kafka_ssl_cafile: no CA certificate in {settings.kafka_ssl_cafile} ({reason})"
+    keyfile = settings.kafka_ssl_keyfile
+    try:
+        encrypted = keyfile is not None and "ENCRYPTED" in keyfile.read_text(errors="replace")
+    except OSError:
+        encrypted = False
+    if encrypted and settings.kafka_ssl_key_password is None:
+        return f"kafka_ssl_keyfile: {keyfile} is encrypted: set DECLIC_KAFKA_SSL_KEY_PASSWORD"
+    if encrypted:
+        return f"kafka_ssl_key_password: does not decrypt kafka_ssl_keyfile {keyfile}"
+    return (
+        f"kafka_ssl_certfile, kafka_ssl_keyfile: cannot load {settings.kafka_ssl_certfile} and "
+        f"{keyfile} (not PEM, or a key of another certificate: {reason})"
+    )
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:

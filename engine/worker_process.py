@@ -13,9 +13,23 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import SecretStr
+
 from engine.errors import DeclicError
 from engine.settings import Settings
 
+# How a child connects to Kafka: passed as DECLIC_* variables (never on a command line,
+# which any user of the machine can read), secrets by their value.
+SECURITY = (
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "kafka_ssl_certfile",
+    "kafka_ssl_keyfile",
+    "kafka_ssl_key_password",
+)
 # Settings a child worker inherits from its parent, as DECLIC_* variables.
 INHERITED = (
     "kafka_bootstrap",
@@ -39,7 +53,28 @@ INHERITED = (
     "author",
     "stats_interval_seconds",
     "unseen_delivery_seconds",
+    *SECURITY,
 )
+
+
+def settings_environment(settings: Settings, names: tuple[str, ...] = SECURITY) -> dict[str, str]:
+    """Return our environment with these settings as DECLIC_* variables.
+
+    A secret is passed by its value (``model_dump`` would give its mask); a setting that is
+    None is removed from the environment, so that the child does not read ours instead.
+    """
+    env = dict(os.environ)
+    values = settings.model_dump(mode="json", include=set(names))
+    for name, value in values.items():
+        variable = f"DECLIC_{name.upper()}"
+        secret = getattr(settings, name)
+        if isinstance(secret, SecretStr):
+            env[variable] = secret.get_secret_value()
+        elif value is None:
+            env.pop(variable, None)
+        else:
+            env[variable] = value if isinstance(value, str) else json.dumps(value)
+    return env
 
 
 class WorkerProcess:
@@ -63,11 +98,7 @@ class WorkerProcess:
 
     def environment(self) -> dict[str, str]:
         """Return the child's environment: ours plus its settings."""
-        env = dict(os.environ)
-        values = self.settings.model_dump(mode="json", include=set(INHERITED))
-        for name, value in values.items():
-            env[f"DECLIC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-        return env
+        return settings_environment(self.settings, INHERITED)
 
     def start(self) -> None:
         """Launch the worker."""

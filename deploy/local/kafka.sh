@@ -29,6 +29,8 @@ Commands:
   reset           stop the broker and delete its data directory
   logs [LINES]    print the log file path and its last LINES lines (default 50)
   topics ARGS...  run Kafka's TopicCommand against the broker, e.g. \`topics --list\`
+  acls ARGS...    run Kafka's AclCommand against the broker's PLAINTEXT listener, e.g.
+                  \`acls --add --allow-principal User:alice --operation Read --topic t\`
   help            show this help
 
 Cluster commands (node numbers I run from 1 to N):
@@ -45,8 +47,8 @@ Cluster commands (node numbers I run from 1 to N):
   cluster-logs I [LINES]   print node I's log file path and its last LINES lines (default 50)
   cluster-topics ARGS...   run Kafka's TopicCommand against the cluster
   cluster-consume ARGS...  run Kafka's console consumer against the cluster, e.g.
-                           `cluster-consume --topic T --from-beginning
-                           --isolation-level read_committed --timeout-ms 15000`
+                           \`cluster-consume --topic T --from-beginning
+                           --isolation-level read_committed --timeout-ms 15000\`
   node-start I             start node I again on its data and ports, wait until it answers
   node-stop I              stop node I (SIGTERM, wait for it to exit; SIGKILL after 30 s)
   node-kill I              kill node I with SIGKILL at once (a crash)
@@ -62,6 +64,12 @@ Environment:
   DECLIC_KAFKA_TIMEOUT     seconds to wait for the broker to answer (default 90)
   DECLIC_KAFKA_VERSION     Kafka version (default from pom.xml: $(pom_kafka_version))
   DECLIC_KAFKA_JVM_OPTS    extra broker JVM flags (default "-XX:+UseSerialGC")
+  DECLIC_KAFKA_EXTRA_CONFIG  a properties file appended to the single node's generated
+                           server.properties at every start (the last value of a key
+                           wins: listeners, TLS, SASL, an authorizer; default none)
+  DECLIC_KAFKA_FORMAT_ARGS extra arguments of the single node's storage format, split on
+                           whitespace (no quoting), used only when its storage is new, e.g.
+                           "--add-scram SCRAM-SHA-512=[name=alice,password=alice-secret]"
   MAVEN_OPTS               passed through to Maven
 
 Cluster environment (DECLIC_KAFKA_PARTITIONS, _TIMEOUT, _JVM_OPTS, _CACHE and
@@ -103,6 +111,8 @@ LOG_FILE="$RUN_DIR/kafka.log"
 PROPS="$RUN_DIR/server.properties"
 HEAP=${DECLIC_KAFKA_HEAP:--Xms256m -Xmx768m}
 JVM_OPTS=${DECLIC_KAFKA_JVM_OPTS:--XX:+UseSerialGC}
+EXTRA_CONFIG=${DECLIC_KAFKA_EXTRA_CONFIG:-}
+read -r -a FORMAT_ARGS <<<"${DECLIC_KAFKA_FORMAT_ARGS:-}"
 PARTITIONS=${DECLIC_KAFKA_PARTITIONS:-4}
 [[ $PARTITIONS =~ ^[1-9][0-9]*$ ]] || die "DECLIC_KAFKA_PARTITIONS must be a positive integer, got '$PARTITIONS'"
 TIMEOUT=${DECLIC_KAFKA_TIMEOUT:-90}
@@ -382,6 +392,20 @@ log.cleaner.dedupe.buffer.size=33554432
 EOF
 }
 
+# append_extra_config FILE: appends DECLIC_KAFKA_EXTRA_CONFIG, if set, to the
+# properties FILE; Java properties keep the last value of a repeated key.
+append_extra_config() {
+    [[ -n $EXTRA_CONFIG ]] || return 0
+    [[ -f $EXTRA_CONFIG && -r $EXTRA_CONFIG ]] ||
+        die "DECLIC_KAFKA_EXTRA_CONFIG: cannot read '$EXTRA_CONFIG'"
+    {
+        printf '\n# Appended from DECLIC_KAFKA_EXTRA_CONFIG=%s (the last value of a key wins).\n' \
+            "$EXTRA_CONFIG"
+        cat -- "$EXTRA_CONFIG"
+        echo
+    } >>"$1"
+}
+
 # 16 random bytes, URL-safe base64 without padding, never starting with "-": the
 # storage tool would read such an id as an option (Kafka's own random-uuid avoids it too).
 new_cluster_id() {
@@ -393,15 +417,17 @@ new_cluster_id() {
     printf '%s\n' "$id"
 }
 
-# format_storage DATA_DIR PROPS LOG_FILE [CLUSTER_ID]: formats DATA_DIR unless
-# it already is (a new cluster id when none is given).
+# format_storage DATA_DIR PROPS LOG_FILE [CLUSTER_ID [ARGS...]]: formats DATA_DIR
+# unless it already is (a new cluster id when none or an empty one is given),
+# passing ARGS to the storage tool (e.g. --add-scram ...).
 format_storage() {
     local data=$1 props=$2 log_file=$3 id=${4:-}
+    shift $(($# < 4 ? $# : 4))
     [[ -f $data/meta.properties ]] && return 0
     [[ -n $id ]] || id=$(new_cluster_id)
     log "formatting storage in $data (cluster id $id)"
     mkdir -p "$data"
-    if ! run_tool 120 kafka.tools.StorageTool format -t "$id" -c "$props" >>"$log_file" 2>&1; then
+    if ! run_tool 120 kafka.tools.StorageTool format -t "$id" -c "$props" "$@" >>"$log_file" 2>&1; then
         print_log_tail "$log_file"
         die "formatting storage failed"
     fi
@@ -492,7 +518,8 @@ cmd_start() {
 
     begin_log "$LOG_FILE" "starting Kafka $KAFKA_VERSION on $BOOTSTRAP"
     write_properties "$PROPS" 1 "$PORT" "1@127.0.0.1:$CONTROLLER_PORT" "$DATA_DIR" 1
-    format_storage "$DATA_DIR" "$PROPS" "$LOG_FILE"
+    append_extra_config "$PROPS"
+    format_storage "$DATA_DIR" "$PROPS" "$LOG_FILE" "" "${FORMAT_ARGS[@]}"
 
     local start=$SECONDS rc=0
     launch_broker "$PID_FILE" "$PROPS" "$LOG_FILE" "$HEAP"
@@ -585,6 +612,13 @@ require_fetched() {
 cmd_topics() {
     require_fetched
     run_tool 0 org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
+}
+
+# The broker's own PLAINTEXT listener (DECLIC_KAFKA_PORT): with an authorizer,
+# its principal (User:ANONYMOUS) must be allowed to manage ACLs, e.g. a super user.
+cmd_acls() {
+    require_fetched
+    run_tool 0 org.apache.kafka.tools.AclCommand --bootstrap-server "$BOOTSTRAP" "$@"
 }
 
 # --------------------------------------------------------------------------
@@ -1013,6 +1047,7 @@ main() {
         reset) cmd_reset ;;
         logs) cmd_logs "$@" ;;
         topics) cmd_topics "$@" ;;
+        acls) cmd_acls "$@" ;;
         cluster-start) cmd_cluster_start "$@" ;;
         cluster-stop) cmd_cluster_stop ;;
         cluster-status) cmd_cluster_status ;;

@@ -7,7 +7,8 @@ Run as a child process by `declic bench`:
 
 Once the agent has handled N events it prints one line,
 `floor-result: {"events": N, "seconds": S, "events_per_second": R}`, and keeps running until
-it is sent SIGTERM.
+it is sent SIGTERM. It connects as the DECLIC_KAFKA_SECURITY_PROTOCOL, _SASL_* and _SSL_*
+variables say (the bench passes its own settings so), never with secrets on its command line.
 """
 
 from __future__ import annotations
@@ -21,14 +22,36 @@ from typing import Any
 import faust
 import orjson
 
+from engine.settings import Settings, load_settings
+
 RESULT_MARKER = "floor-result: "
+
+
+def broker_credentials(settings: Settings) -> faust.SSLCredentials | faust.SASLCredentials | None:
+    """Return Faust's credentials for the settings' security protocol (None: PLAINTEXT)."""
+    options = settings.kafka_client_options()  # validates; builds the TLS context
+    protocol = settings.kafka_security_protocol
+    context = options.get("ssl_context")
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"],
+            ssl_context=context,
+        )
+    return None
 
 
 def build_floor_app(args: argparse.Namespace) -> faust.App:
     """Return a minimal Faust app: one agent, parse, send one record per event."""
+    # The security settings come from the environment; the bootstrap from --bootstrap.
+    settings = load_settings({"kafka_bootstrap": args.bootstrap.replace(";", ",")})
     app = faust.App(
         args.app_id,
         broker=";".join(f"kafka://{s.strip()}" for s in args.bootstrap.split(",")),
+        broker_credentials=broker_credentials(settings),
         datadir=args.data_dir,
         web_enabled=False,
         topic_partitions=args.partitions,

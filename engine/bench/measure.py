@@ -113,11 +113,14 @@ def directory_bytes(path: Path) -> int:
     return total
 
 
-def run_floor(command: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
-    """Run the Faust floor child until it prints its JSON result; stop it; return the result."""
+def run_floor(
+    command: list[str], log_path: Path, timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the Faust floor child (in ``env``, ours by default) until it prints its JSON
+    result; stop it; return the result."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env
         )
         assert process.stdout is not None
         try:

@@ -21,7 +21,7 @@ from engine.bench import kafka_io, measure
 from engine.bench.workload import EVENT_TOPICS, EventSource, engagements, profiles
 from engine.settings import Settings
 from engine.stream.topics import ensure_topics
-from engine.worker_process import WorkerProcess
+from engine.worker_process import WorkerProcess, settings_environment
 
 BATCH_SECONDS = 0.01
 BROKER_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
@@ -327,6 +327,8 @@ def _floor(settings: Settings, options: BenchOptions, work_dir: Path) -> dict[st
         str(limit),
         *(settings.topic(topic) for topic in EVENT_TOPICS),
     ]
-    result = measure.run_floor(command, work_dir / "floor.log", options.timeout)
+    # How to connect (TLS, SASL, secrets) goes by environment variables, never on the command.
+    environment = settings_environment(settings)
+    result = measure.run_floor(command, work_dir / "floor.log", options.timeout, environment)
     _note(f"floor: {result['events_per_second']:.0f} events/s")
     return result

@@ -42,6 +42,7 @@ from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.metrics import EngineMetrics
+from engine.retry import access_error
 from engine.state.store import PartitionStore
 from engine.stream.bulk_send import BulkSender
 from engine.stream.checkpoint import TransactionalProducer, run_transaction
@@ -215,7 +216,11 @@ class Partition:
             self._forget()
             raise
         except Exception as error:
+            refusal = access_error(error)
             await self._abort(error)
+            if refusal is not None:
+                # No retry makes an ACL appear: stop, naming it (the worker exits 3).
+                raise refusal from error
             return None
         self.store.commit_frozen(last_changelog_offset)
         self._committed.update(outbox.next_offsets)

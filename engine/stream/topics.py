@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
 from engine.errors import ConfigError
 from engine.retry import retry_kafka_briefly
@@ -168,6 +168,9 @@ async def partitions_of(settings: Settings, topic: str) -> list[int]:
     finally:
         await admin.close()
     partitions = sorted(entry["partition"] for entry in described["partitions"])
+    if described.get("error_code") == TopicAuthorizationFailedError.errno:
+        # Not missing: hidden. Say which permission is lacking, not "run declic topics".
+        raise TopicAuthorizationFailedError(topic)
     if described.get("error_code") or not partitions:
         raise ConfigError(f"topic {topic!r} does not exist: run `declic topics` first")
     return partitions

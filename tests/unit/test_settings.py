@@ -46,6 +46,7 @@ def test_unknown_setting_is_refused() -> None:
 
 
 def test_password_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DECLIC_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("DECLIC_KAFKA_SASL_MECHANISM", "PLAIN")
     monkeypatch.setenv("DECLIC_KAFKA_SASL_USERNAME", "svc")
     monkeypatch.setenv("DECLIC_KAFKA_SASL_PASSWORD", "hunter2")
