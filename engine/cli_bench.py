@@ -1,0 +1,144 @@
+"""The `declic bench` command: its flags, their checks, and the run."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from engine.cli_support import settings_from_args
+from engine.errors import DeclicError
+
+
+def add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="measure throughput, latency and footprint",
+        description="Benchmark one worker on topics of its own "
+        "(<topic prefix>bench-<timestamp>-*): publish a seeded workload of users, "
+        "engagements and events, start a worker, and measure its sustained events/s, peak "
+        "RSS and state size, against a raw aiokafka pass-through (the ceiling) and a plain "
+        "Faust agent (the floor) on the same messages. With --rate, also measure "
+        "event-to-delivery latency at a fixed publishing rate. Prints a table and writes a "
+        "JSON file; deletes its topics at the end.",
+    )
+    bench.add_argument("--users", type=int, default=100_000, help="users (default 100000)")
+    bench.add_argument(
+        "--engagements", type=int, default=1_000, help="active engagements (default 1000)"
+    )
+    bench.add_argument(
+        "--events", type=int, default=200_000, help="events published first (default 200000)"
+    )
+    bench.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    bench.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="then publish this many events/s while the worker runs, to measure latency",
+    )
+    bench.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of --rate publishing (default 30)"
+    )
+    bench.add_argument(
+        "--diagnose-clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --rate, publish at that rate again for as long while N clients request "
+        "GET /diagnose/<engagement> from the worker in a loop, and report both latencies "
+        "(default 0: no such phase)",
+    )
+    bench.add_argument(
+        "--floor-events",
+        type=int,
+        default=20_000,
+        help="events the Faust floor handles to measure its rate (default 20000)",
+    )
+    bench.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="seconds allowed to each measured step (default 1800)",
+    )
+    bench.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON results file (default bench-results/bench-<timestamp>.json)",
+    )
+    bench.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the partitions (default 1)"
+    )
+    bench.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the whole measure, on fresh topics, and report medians (default 1)",
+    )
+    bench.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw throughput (and latency, with --rate) over time (needs matplotlib)",
+    )
+    bench.add_argument(
+        "--keep-topics", action="store_true", help="do not delete the bench's topics at the end"
+    )
+    bench.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench.report import combine_runs, render_table, write_json
+    from engine.bench.runner import BenchOptions, run_bench
+
+    for name in ("users", "engagements", "events", "floor_events", "workers", "runs"):
+        if getattr(args, name) < 1:
+            raise DeclicError(f"--{name.replace('_', '-')}: must be at least 1")
+    if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
+        raise DeclicError("--rate and --duration must be positive")
+    if args.diagnose_clients < 0 or (args.diagnose_clients and args.rate is None):
+        raise DeclicError("--diagnose-clients: must be at least 0, and needs --rate")
+    if args.plot is not None:
+        from engine.bench.plot import write_plot  # fail now, not after the run, without it
+    settings = settings_from_args(args)
+    if args.workers > settings.partitions:
+        raise DeclicError(
+            f"--workers {args.workers}: more workers than partitions ({settings.partitions}) "
+            "would leave some idle"
+        )
+    options = BenchOptions(
+        users=args.users,
+        engagements=args.engagements,
+        events=args.events,
+        partitions=settings.partitions,
+        seed=args.seed,
+        rate=args.rate,
+        duration=args.duration,
+        floor_events=args.floor_events,
+        timeout=args.timeout,
+        keep_topics=args.keep_topics,
+        workers=args.workers,
+        diagnose_clients=args.diagnose_clients,
+    )
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C: the workers and the floor stop, the topics are deleted.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    runs = []
+    for number in range(args.runs):
+        if args.runs > 1:
+            print(f"  run {number + 1} of {args.runs}", file=sys.stderr, flush=True)
+        runs.append(run_bench(settings, options))
+    results = runs[0] if len(runs) == 1 else combine_runs(runs)
+    output = args.output or Path("bench-results") / f"bench-{results['started_at']}.json"
+    write_json(results, output)
+    print(render_table(results))
+    print(f"results: {output}")
+    if args.plot is not None:
+        write_plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
