@@ -12,26 +12,29 @@ import functools
 import json
 import os
 import re
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import unquote
 
 import jsonschema_rs
-import yaml
 
+from engine.core.fields import FieldPath, FieldProblem
 from engine.errors import DeclicError, InvalidRecord
+from engine.schema_words import KINDS as _KINDS
+from engine.schema_words import expected as _expected
+from engine.schema_words import known_fields as _known_fields
+from engine.schema_words import plain_reason as _plain_reason
+from engine.schema_words import preview as _preview
 
 __all__ = [
     "SCHEMA_BASE_URI",
     "SCHEMA_NAMES",
-    "EngagementFileError",
     "RecordValidator",
     "SchemaViolation",
     "apply_engagement_defaults",
     "format_path",
-    "load_engagement_documents",
     "load_schema",
     "schema_dir",
     "validator",
@@ -55,7 +58,6 @@ SCHEMA_NAMES: Final[tuple[str, ...]] = (
 _SCHEMA_SUFFIX: Final = ".schema.json"
 # Keys that can be written as ".key" in a path; anything else is quoted as ["key"].
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_PREVIEW_CHARS: Final = 60
 
 
 class SchemaViolation(InvalidRecord):
@@ -72,17 +74,6 @@ class SchemaViolation(InvalidRecord):
     def __reduce__(self) -> tuple[type[SchemaViolation], tuple[str, str]]:
         # The default reduce would replay args=(detail,) into a two-argument constructor.
         return (type(self), (self.path, self.message))
-
-
-class EngagementFileError(DeclicError):
-    """Raise when an engagement file cannot be read or parsed."""
-
-    def __init__(self, source: str, message: str, line: int | None = None) -> None:
-        location = source if line is None else f"{source}:{line}"
-        super().__init__(f"{location}: {message}")
-        self.source = source
-        self.line = line
-        self.message = message
 
 
 def schema_dir() -> Path:
@@ -148,11 +139,6 @@ def format_path(parts: Iterable[str | int]) -> str:
     return out
 
 
-def _preview(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=repr)
-    return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
-
-
 class RecordValidator:
     """Validate instances against one named schema."""
 
@@ -199,6 +185,71 @@ class RecordValidator:
         except ValueError as exc:
             return [SchemaViolation("", f"not a JSON value ({exc})")]
         return [violation for error in raw for violation in self._translate(error)]
+
+    def problems(self, instance: object) -> list[FieldProblem]:
+        """Return every violation in ``instance`` in plain words, for the person who wrote
+        it: the field path as written, what is wrong, each once; empty when it is valid."""
+        try:
+            raw = list(self._validator.iter_errors(instance))
+        except ValueError:
+            return [FieldProblem((), "holds a value that is not JSON")]
+        problems: dict[FieldProblem, None] = {}
+        for error in raw:
+            problems.update(dict.fromkeys(self._plain(error)))
+        return list(problems)
+
+    def _plain(self, error: jsonschema_rs.ValidationError) -> list[FieldProblem]:
+        location: FieldPath = tuple(error.instance_path)
+        kind = error.kind
+        node = self._keyword_owner(error.absolute_keyword_location)
+        custom = node.get("errorMessage") if node is not None else None
+        if isinstance(kind, _KINDS.Required):
+            missing = "required field missing"
+            if isinstance(custom, str):
+                missing = f"{missing} ({custom})"
+            return [FieldProblem((*location, kind.property), missing)]
+        if isinstance(kind, _KINDS.AdditionalProperties):
+            known = list(node.get("properties", {})) if node is not None else []
+            return [
+                FieldProblem(
+                    (*location, name), f"unknown field {name!r}{_known_fields(name, known)}"
+                )
+                for name in kind.unexpected
+            ]
+        got = f", got {_preview(error.instance)}"
+        if isinstance(custom, str):
+            return [FieldProblem(location, custom + got)]
+        if isinstance(kind, _KINDS.OneOfNotValid | _KINDS.AnyOf):
+            return self._best_branch(location, kind.context, got)
+        return [FieldProblem(location, _plain_reason(kind, error.instance))]
+
+    def _best_branch(
+        self,
+        location: FieldPath,
+        branches: list[list[jsonschema_rs.ValidationError]],
+        got: str,
+    ) -> list[FieldProblem]:
+        """Explain a value no alternative accepts: by the alternative of its type, if any,
+        else by the types accepted."""
+
+        def type_only(errors: list[jsonschema_rs.ValidationError]) -> bool:
+            return all(
+                isinstance(error.kind, _KINDS.Type) and tuple(error.instance_path) == location
+                for error in errors
+            )
+
+        of_its_type = [errors for errors in branches if errors and not type_only(errors)]
+        if of_its_type:
+            closest = min(of_its_type, key=len)
+            return [problem for error in closest for problem in self._plain(error)]
+        types = [
+            name
+            for errors in branches
+            for error in errors
+            if isinstance(error.kind, _KINDS.Type)
+            for name in error.kind.types
+        ]
+        return [FieldProblem(location, _expected(types) + got)]
 
     def _translate(self, error: jsonschema_rs.ValidationError) -> list[SchemaViolation]:
         location = list(error.instance_path)
@@ -258,105 +309,6 @@ class RecordValidator:
 def validator(name: str) -> RecordValidator:
     """Return the shared validator for schema ``name`` (e.g. "custom-event")."""
     return RecordValidator(name)
-
-
-class _EngagementLoader(yaml.SafeLoader):
-    """Load YAML with YAML 1.2 scalars: only true/false are booleans, dates stay strings."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        # PyYAML keeps the last of duplicate keys silently; in an engagement that hides a mistake.
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key_node.value!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
-
-
-# YAML 1.1 turns `NO` (Norway) or `off` into booleans and unquoted dates into datetime
-# objects; neither survives JSON Schema validation, so resolve them as plain strings.
-_EngagementLoader.yaml_implicit_resolvers = {
-    first: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_EngagementLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse_json(text: str, source: str) -> list[object]:
-    try:
-        return [json.loads(text, parse_constant=_reject_constant)]
-    except json.JSONDecodeError as exc:
-        raise EngagementFileError(
-            source, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno
-        ) from None
-    except ValueError as exc:
-        raise EngagementFileError(source, f"invalid JSON: {exc}") from None
-
-
-def _parse_yaml(text: str, source: str) -> list[object]:
-    try:
-        return list(yaml.load_all(text, Loader=_EngagementLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = ": ".join(part for part in (exc.context, exc.problem) if part) or "parse error"
-        if mark is None:
-            raise EngagementFileError(source, f"invalid YAML: {problem}") from None
-        raise EngagementFileError(
-            source, f"invalid YAML: {problem} (column {mark.column + 1})", mark.line + 1
-        ) from None
-    except yaml.YAMLError as exc:
-        raise EngagementFileError(source, f"invalid YAML: {exc}") from None
-
-
-def load_engagement_documents(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Read engagements from a YAML or JSON file as ``("file.yaml#2", document)`` pairs.
-
-    A file holds one engagement object, a list of them or, in YAML, several
-    ``---``-separated documents (each an object or a list). Documents are
-    numbered from 1 in file order. Validation is left to the caller.
-    """
-    source = str(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json"):
-        raise EngagementFileError(source, "unsupported file type; expected .yaml, .yml or .json")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EngagementFileError(source, f"cannot read file: {exc}") from None
-    documents = _parse_json(text, source) if suffix == ".json" else _parse_yaml(text, source)
-
-    result: list[tuple[str, dict[str, Any]]] = []
-    for document in documents:
-        if document is None:  # an empty YAML document, e.g. after a trailing `---`
-            continue
-        for item in document if isinstance(document, list) else [document]:
-            label = f"{source}#{len(result) + 1}"
-            if not isinstance(item, dict):
-                raise EngagementFileError(
-                    label, f"expected an engagement object, got {type(item).__name__}"
-                )
-            result.append((label, item))
-    if not result:
-        raise EngagementFileError(source, "no engagement found")
-    return result
 
 
 def apply_engagement_defaults(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,26 +3,46 @@
 Every change publishes, in one Kafka transaction, the engagement's new version
 on the `engagements` topic and a record of who changed what on the
 `engagement-changelog` topic, so the two never disagree.
+
+An engagement file is checked for everything the publication needs but the catalog on
+the broker (so `apply --dry-run` answers for the real apply): the schema, the compile,
+numbers a record can carry, and the size of both records against what the producer
+sends. Each problem is one line, ``FILE:LINE: FIELD.PATH: reason``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from engine.admin.history import changed_fields
-from engine.core.engagements import compile_engagement
+from engine.core.engagements import authoring_problems, engagement_problems
+from engine.core.fields import FieldProblem
 from engine.core.timestamps import format_timestamp
+from engine.engagement_files import (
+    EngagementFileError,
+    EngagementSource,
+    load_engagement_sources,
+)
 from engine.errors import DeclicError
-from engine.schemas import apply_engagement_defaults, load_engagement_documents, validator
+from engine.schemas import apply_engagement_defaults, validator
 from engine.settings import Settings
 from engine.stream.catalog_follower import CatalogFollower
+
+# The largest record the admin producer sends, counted as the producer counts it (key,
+# value and the framing of a batch holding it alone): aiokafka's default max_request_size,
+# given explicitly to the producer below. The topics take more (Kafka's default
+# max.message.bytes is 1,048,588), so this is the bound both records of a change must fit.
+MAX_RECORD_BYTES: Final = 1_048_576
+# Who publishes, when the caller does not say: the longest author, the largest records.
+_LONGEST_AUTHOR: Final = "-" * 256
 
 # Status changes: action -> (statuses it applies to, resulting status).
 STATUS_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -33,11 +53,17 @@ STATUS_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
 
 
 class EngagementRejected(DeclicError):
-    """Raise when engagements are invalid or a change is not allowed; nothing was published."""
+    """Raise when engagements are invalid or a change is not allowed; nothing was published.
+
+    ``problems`` holds one line per problem (``FILE:LINE: FIELD.PATH: reason`` for a
+    file); str() joins them with newlines, and the command line prints each line as a
+    ``declic: error:`` line.
+    """
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        unique = list(dict.fromkeys(problems))
+        super().__init__("\n".join(unique))
+        self.problems = unique
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,48 +75,98 @@ class Change:
     version: int
 
 
-def load_and_validate(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """Read engagement files; raise EngagementRejected listing every problem."""
+def load_and_validate(paths: Sequence[Path], author: str | None = None) -> list[dict[str, Any]]:
+    """Read engagement files and check everything their publication by ``author`` needs
+    but the catalog on the broker; return the engagements, defaults filled in.
+
+    Raise EngagementRejected with every problem of every file, one per line as
+    ``FILE:LINE: FIELD.PATH: reason``. Without ``author``, record sizes are checked for
+    the longest author allowed.
+    """
     problems: list[str] = []
     documents: list[dict[str, Any]] = []
-    sources: dict[str, str] = {}
+    ids: dict[str, str] = {}
     names: dict[str, str] = {}
-    schema = validator("engagement")
     for path in paths:
-        for source, document in load_engagement_documents(path):
-            errors = schema.errors(document)
-            if errors:
-                problems += [f"{source}: {error}" for error in errors]
+        try:
+            sources = load_engagement_sources(path)
+        except EngagementFileError as error:
+            problems.append(str(error))
+            continue
+        for source in sources:
+            found = engagement_file_problems(source.document)
+            if found:
+                found.sort(key=lambda problem: source.line_of(problem.path))
+                problems += [_located(source, problem) for problem in found]
                 continue
-            engagement = apply_engagement_defaults(document)
-            try:
-                compile_engagement(engagement, 1)
-            except DeclicError as error:
-                problems.append(f"{source}: {error}")
+            engagement = apply_engagement_defaults(source.document)
+            clash = _clash(source, engagement, ids, names)
+            if clash is not None:
+                problems.append(clash)
                 continue
-            holder = sources.get(engagement["id"])
-            if holder is not None:
-                problems.append(f"{source}: id {engagement['id']!r} is also defined in {holder}")
-                continue
-            if engagement["status"] != "archived":
-                name_holder = names.get(engagement["name"])
-                if name_holder is not None:
-                    problems.append(
-                        f"{source}: name {engagement['name']!r} is also used by {name_holder}"
-                    )
-                    continue
-                names[engagement["name"]] = source
-            sources[engagement["id"]] = source
+            # As the real apply would publish it, if new: the time is of fixed width.
+            record, change = _version_records(
+                None,
+                engagement,
+                "create",
+                version=1,
+                author=author or _LONGEST_AUTHOR,
+                at=format_timestamp(0),
+            )
+            where = f"{source.file}:{source.line}: engagement {engagement['id']!r}"
+            problems += [f"{where}: {problem}" for problem in _record_problems(record, change)]
             documents.append(engagement)
     if problems:
         raise EngagementRejected(problems)
     return documents
 
 
+def engagement_file_problems(document: Mapping[str, Any]) -> list[FieldProblem]:
+    """Return every problem of an engagement document as written (no defaults yet), each
+    at its field, in plain words; empty when it can be published."""
+    problems = validator("engagement").problems(document)
+    if problems:
+        # The schema's problems stop the compile, not the checks that need no compile.
+        reported = {problem.path for problem in problems}
+        return problems + [
+            problem for problem in authoring_problems(document) if problem.path not in reported
+        ]
+    return engagement_problems(apply_engagement_defaults(document))
+
+
+def _located(source: EngagementSource, problem: FieldProblem) -> str:
+    return f"{source.file}:{source.line_of(problem.path)}: {problem}"
+
+
+def _clash(
+    source: EngagementSource,
+    engagement: dict[str, Any],
+    ids: dict[str, str],
+    names: dict[str, str],
+) -> str | None:
+    """Return the problem if another engagement of the files has this id, or this name
+    while neither is archived; else remember them."""
+    here = f"{source.file}:{source.line_of(('id',))}"
+    holder = ids.get(engagement["id"])
+    if holder is not None:
+        return f"{here}: id: {engagement['id']!r} is also defined at {holder}"
+    if engagement["status"] != "archived":
+        name_holder = names.get(engagement["name"])
+        if name_holder is not None:
+            line = source.line_of(("name",))
+            return (
+                f"{source.file}:{line}: name: {engagement['name']!r} is also used at {name_holder}"
+            )
+        names[engagement["name"]] = f"{source.file}:{source.line_of(('name',))}"
+    ids[engagement["id"]] = here
+    return None
+
+
 def _prepared(document: dict[str, Any]) -> dict[str, Any]:
-    errors = validator("engagement").errors(document)
-    if errors:
-        raise EngagementRejected([f"{document.get('id', '?')}: {error}" for error in errors])
+    problems = engagement_file_problems(document)
+    if problems:
+        owner = document.get("id", "?")
+        raise EngagementRejected([f"{owner}: {problem}" for problem in problems])
     return apply_engagement_defaults(document)
 
 
@@ -184,6 +260,56 @@ async def delete_engagement(settings: Settings, engagement_id: str, now_ms: int)
     return Change(engagement_id, "delete", existing["version"])
 
 
+def _version_records(
+    existing: dict[str, Any] | None,
+    engagement: dict[str, Any],
+    action: str,
+    *,
+    version: int,
+    author: str,
+    at: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the engagements record of a new version, and its engagement-changelog record."""
+    record = {"engagement": engagement, "version": version, "updated_at": at, "author": author}
+    change = {
+        "engagement_id": engagement["id"],
+        "version": version,
+        "action": action,
+        "author": author,
+        "at": at,
+        "changes": changed_fields(existing["engagement"] if existing else None, engagement),
+    }
+    return record, change
+
+
+def _record_problems(record: dict[str, Any] | None, change: dict[str, Any]) -> list[str]:
+    """Return why the two records of one change cannot be published: either is invalid, or
+    larger than the producer sends."""
+    engagement_id = change["engagement_id"]
+    problems = [f"{violation}" for violation in validator("engagement-change").errors(change)]
+    if record is not None:
+        problems += [f"{violation}" for violation in validator("engagement-record").errors(record)]
+    if problems:
+        return problems
+    key = engagement_id.encode()
+    try:
+        values = (
+            ("engagements", None if record is None else orjson.dumps(record)),
+            ("engagement-changelog", orjson.dumps(change)),
+        )
+    except orjson.JSONEncodeError as error:  # ruled out by the checks before; never publish
+        return [f"cannot be written as JSON: {error}"]
+    for topic, value in values:
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+        if size > MAX_RECORD_BYTES:
+            problems.append(
+                f"its record on the {topic} topic would take {size} bytes with Kafka's "
+                f"framing, more than the {MAX_RECORD_BYTES} a record may take: shorten the "
+                "messages or the filter lists"
+            )
+    return problems
+
+
 async def _publish_versions(
     settings: Settings,
     updates: Sequence[tuple[dict[str, Any] | None, dict[str, Any], str]],
@@ -193,21 +319,14 @@ async def _publish_versions(
     changes: list[Change] = []
     for existing, engagement, action in updates:
         version = 1 if existing is None else existing["version"] + 1
-        record = {
-            "engagement": engagement,
-            "version": version,
-            "updated_at": format_timestamp(now_ms),
-            "author": settings.author,
-        }
-        validator("engagement-record").check(record)
-        change = {
-            "engagement_id": engagement["id"],
-            "version": version,
-            "action": action,
-            "author": settings.author,
-            "at": record["updated_at"],
-            "changes": changed_fields(existing["engagement"] if existing else None, engagement),
-        }
+        record, change = _version_records(
+            existing,
+            engagement,
+            action,
+            version=version,
+            author=settings.author,
+            at=format_timestamp(now_ms),
+        )
         batch.append((engagement["id"], record, change))
         changes.append(Change(engagement["id"], action, version))
     if batch:
@@ -218,21 +337,33 @@ async def _publish_versions(
 async def _publish(
     settings: Settings, batch: Sequence[tuple[str, dict[str, Any] | None, dict[str, Any]]]
 ) -> None:
+    # Every record is checked and encoded before connecting: a refusal publishes nothing.
+    problems = [
+        f"engagement {engagement_id!r}: {problem}"
+        for engagement_id, record, change in batch
+        for problem in _record_problems(record, change)
+    ]
+    if problems:
+        raise EngagementRejected(problems)
+    encoded = [
+        (
+            engagement_id.encode(),
+            None if record is None else orjson.dumps(record),
+            orjson.dumps(change),
+        )
+        for engagement_id, record, change in batch
+    ]
     producer = AIOKafkaProducer(
         **settings.kafka_producer_options(),
         client_id=f"{settings.app_id}-admin",
         transactional_id=f"{settings.topic_prefix}{settings.app_id}-admin-{uuid.uuid4().hex}",
+        max_request_size=MAX_RECORD_BYTES,
     )
-    await producer.start()
     try:
+        await producer.start()
         async with producer.transaction():
-            for engagement_id, record, change in batch:
-                validator("engagement-change").check(change)
-                key = engagement_id.encode()
-                value = None if record is None else orjson.dumps(record)
+            for key, value, change_value in encoded:
                 await producer.send(settings.topic("engagements"), value, key=key)
-                await producer.send(
-                    settings.topic("engagement-changelog"), orjson.dumps(change), key=key
-                )
+                await producer.send(settings.topic("engagement-changelog"), change_value, key=key)
     finally:
         await producer.stop()

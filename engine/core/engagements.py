@@ -2,7 +2,9 @@
 
 A document that cannot be compiled raises ``InvalidRecord("invalid_engagement",
 "<id>: <detail>")``: bad sets (duplicate variant ids, weights <= 0, ``cancel_on`` without
-a delay...) are refused, never silently fixed.
+a delay...) are refused, never silently fixed. Where the field is known the error is an
+``InvalidField`` naming it, and ``engagement_problems`` returns the same as data, for
+the tools that tell authors what to fix.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from engine.core.conversions import ConversionRule, compile_conversion
 from engine.core.counters import CountFilter, check_count_filter_total, compile_count_filter
 from engine.core.durations import MAX_DURATION_SECONDS, duration_seconds
 from engine.core.events import CUSTOM_PREFIX, SESSION_END, SESSION_START
+from engine.core.fields import FieldPath, FieldProblem, InvalidField, number_problems
 from engine.core.json_values import is_integer
 from engine.core.operators import (
     Atom,
@@ -92,7 +95,9 @@ class _Fields:
 
     __slots__ = ()
 
-    def fail(self, detail: str) -> InvalidRecord:
+    def fail(self, detail: str, path: FieldPath = ()) -> InvalidRecord:
+        if path:
+            return InvalidField(path, detail)
         return InvalidRecord("invalid_engagement", detail)
 
     def mapping(self, parent: Mapping[str, object], field: str) -> Mapping[str, object]:
@@ -164,18 +169,26 @@ def _audience(filters: list[object]) -> tuple[tuple[Atom, ...], tuple[CountFilte
 def _element_metrics(specs: list[object]) -> Mapping[str, str]:
     if len(specs) > MAX_ELEMENTS:
         raise _FIELDS.fail(
-            f"elements holds {len(specs)} entries, more than the {MAX_ELEMENTS} allowed"
+            f"elements holds {len(specs)} entries, more than the {MAX_ELEMENTS} allowed",
+            ("elements",),
         )
     metrics: dict[str, str] = {}
-    for spec in specs:
+    for index, spec in enumerate(specs):
         element = spec.get("element") if isinstance(spec, Mapping) else None
         metric = spec.get("metric") if isinstance(spec, Mapping) else None
         if not isinstance(element, str) or not element:
-            raise _FIELDS.fail("each elements entry needs a non-empty element")
+            raise _FIELDS.fail(
+                "each elements entry needs a non-empty element", ("elements", index, "element")
+            )
         if not isinstance(metric, str) or not _METRIC_NAME.match(metric):
-            raise _FIELDS.fail(f"element {element!r}: metric must be 1-64 of A-Z a-z 0-9 _ -")
+            raise _FIELDS.fail(
+                f"element {element!r}: metric must be 1-64 of A-Z a-z 0-9 _ -",
+                ("elements", index, "metric"),
+            )
         if element in metrics:
-            raise _FIELDS.fail(f"element {element!r} is listed twice")
+            raise _FIELDS.fail(
+                f"element {element!r} is listed twice", ("elements", index, "element")
+            )
         metrics[element] = metric
     return MappingProxyType(metrics)
 
@@ -187,14 +200,56 @@ def compile_engagement(document: Mapping[str, object], version: int) -> Engageme
         raise InvalidRecord("invalid_engagement", "id must be a non-empty string")
     try:
         return _compile(engagement_id, document, version)
+    except InvalidField as error:
+        raise InvalidField(error.path, error.message, engagement_id=engagement_id) from None
     except InvalidRecord as error:
         raise InvalidRecord("invalid_engagement", f"{engagement_id}: {error.detail}") from None
+
+
+def authoring_problems(document: Mapping[str, object]) -> list[FieldProblem]:
+    """Return what keeps a document being written from becoming a publishable engagement,
+    whatever else is wrong with it: each number out of a record's range, and a ``message``
+    beside ``variants``, which would be silently unused (a rule for new documents only:
+    those already published stay readable)."""
+    problems = number_problems(document)
+    if "variants" in document and "message" in document:
+        problems.append(
+            FieldProblem(
+                ("message",),
+                "is never delivered when variants are given (each variant carries its own "
+                "message): remove it, or the variants",
+            )
+        )
+    return problems
+
+
+def engagement_problems(document: Mapping[str, object]) -> list[FieldProblem]:
+    """Return what keeps a schema-valid engagement document being written from being
+    published, each at its field: the ``authoring_problems``, else the first problem the
+    compile meets; empty when it would be published as it is."""
+    problems = authoring_problems(document)
+    if problems:
+        return problems
+    engagement_id = document.get("id")
+    if not isinstance(engagement_id, str) or not engagement_id:
+        return [FieldProblem(("id",), "must be a non-empty string")]
+    try:
+        _compile(engagement_id, document, 1)
+    except InvalidField as error:
+        return [error.problem]
+    except InvalidRecord as error:
+        return [FieldProblem((), error.detail)]
+    return []
 
 
 def _compile(engagement_id: str, document: Mapping[str, object], version: int) -> Engagement:
     fields = _FIELDS
     if not is_integer(version):
         raise fields.fail("version must be an integer")
+    # A number no record can carry would fail only when published, or turn into null.
+    unrepresentable = number_problems(document)
+    if unrepresentable:
+        raise InvalidField(*unrepresentable[0])
     status = document.get("status")
     if not isinstance(status, str) or status not in STATUSES:
         raise fields.fail(f"unknown status {status!r}")
@@ -231,12 +286,14 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
     message = copy.deepcopy(dict(fields.mapping(document, "message")))
 
     variants = compile_variants(document.get("variants"), document.get("control_percent"), message)
-    for variant in variants.by_id.values():
+    declared = document.get("variants") is not None
+    for index, variant in enumerate(variants.by_id.values()):
         size = len(json.dumps(variant.message, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_MESSAGE_BYTES:
             raise fields.fail(
                 f"the message of variant {variant.id!r} takes {size} bytes as JSON, more than "
-                f"the {MAX_MESSAGE_BYTES} a delivery may carry"
+                f"the {MAX_MESSAGE_BYTES} a delivery may carry",
+                ("variants", index, "message") if declared else ("message",),
             )
     return Engagement(
         id=engagement_id,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from engine.core.fields import InvalidField
 from engine.core.local_time import MS_PER_DAY
 from engine.core.timestamps import MAX_EPOCH_MS, MIN_EPOCH_MS, parse_timestamp
 from engine.errors import InvalidRecord
@@ -63,36 +64,41 @@ class Schedule:
     start_order_ms: int  # for priority ties: the start (wall ms when local), open = earliest
 
 
-def _fail(detail: str) -> InvalidRecord:
-    return InvalidRecord("invalid_engagement", detail)
-
-
 def _instant(value: object, field: str) -> int | None:
     if value is None:
         return None
     try:
         return parse_timestamp(value)
     except InvalidRecord as error:
-        raise _fail(f"schedule {field}: {error.detail}") from None
+        raise InvalidField(
+            ("schedule", field), f"not a valid schedule {field}: {error.detail}"
+        ) from None
 
 
 def _wall(value: object, field: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _LOCAL_DATE_TIME.match(value):
-        raise _fail(
-            f"schedule {field} must be a date-time without offset when local_time is true, "
-            f"e.g. 2026-12-01T09:00:00, got {value!r}"
+        raise InvalidField(
+            ("schedule", field),
+            "must be a date-time without offset when local_time is true, "
+            f"e.g. 2026-12-01T09:00:00, got {value!r}",
         )
     # Read as UTC: that is exactly the wall-ms encoding.
-    return _instant(value + "Z", field)
+    try:
+        return parse_timestamp(value + "Z")
+    except InvalidRecord as error:
+        detail = error.detail.replace(repr(value + "Z"), repr(value))
+        raise InvalidField(("schedule", field), f"not a valid schedule {field}: {detail}") from None
 
 
 def _time_of_day(hours: Mapping[str, object], field: str) -> int:
     value = hours.get(field)
     match = _HOUR_MINUTE.match(value) if isinstance(value, str) else None
     if match is None:
-        raise _fail(f"schedule hours {field} must be HH:MM (00:00 to 23:59), got {value!r}")
+        raise InvalidField(
+            ("schedule", "hours", field), f"must be HH:MM (00:00 to 23:59), got {value!r}"
+        )
     return (int(match[1]) * 60 + int(match[2])) * 60_000
 
 
@@ -100,10 +106,12 @@ def _hours(spec: object) -> tuple[int, int]:
     if spec is None:
         return -1, -1
     if not isinstance(spec, Mapping):
-        raise _fail("schedule hours must be an object")
+        raise InvalidField(("schedule", "hours"), "must be an object")
     start, end = _time_of_day(spec, "from"), _time_of_day(spec, "to")
     if start == end:
-        raise _fail("schedule hours from and to must differ")
+        raise InvalidField(
+            ("schedule", "hours", "to"), f"from and to must differ, both are {spec.get('to')}"
+        )
     return start, end
 
 
@@ -111,11 +119,14 @@ def compile_schedule(spec: Mapping[str, object]) -> Schedule:
     """Compile a ``schedule`` object (possibly empty)."""
     local_time = spec.get("local_time", False)
     if not isinstance(local_time, bool):
-        raise _fail("schedule local_time must be a boolean")
+        raise InvalidField(("schedule", "local_time"), "must be a boolean")
     read = _wall if local_time else _instant
     start, end = read(spec.get("start"), "start"), read(spec.get("end"), "end")
     if start is not None and end is not None and start >= end:
-        raise _fail("schedule start must be before end")
+        raise InvalidField(
+            ("schedule", "start"),
+            f"must be before end ({spec.get('start')} is not before {spec.get('end')})",
+        )
     hours_from, hours_to = _hours(spec.get("hours"))
     start_bound = OPEN_START if start is None else start
     end_bound = OPEN_END if end is None else end

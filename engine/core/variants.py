@@ -22,6 +22,7 @@ from math import isfinite
 from typing import Final
 
 from engine.core.bucketing import VARIANT_SEED, bucket
+from engine.core.fields import InvalidField
 from engine.errors import InvalidRecord
 
 CONTROL: Final = "control"
@@ -30,6 +31,9 @@ RESERVED_VARIANT_IDS: Final = frozenset({CONTROL, DEFAULT_VARIANT})
 # Variants of one engagement: each a label of the delivery metrics, each message up to
 # engagements.MAX_MESSAGE_BYTES in the engagement's record.
 MAX_VARIANTS: Final = 16
+# The largest weight: ample for any split, and the sum of 16 stays an exact float.
+# Stated again in the engagement schema (a unit test holds the two equal).
+MAX_WEIGHT: Final = 1_000_000
 _VARIANT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
@@ -73,31 +77,41 @@ def _fail(detail: str) -> InvalidRecord:
     return InvalidRecord("invalid_engagement", detail)
 
 
-def _weight(spec: Mapping[str, object], variant_id: str) -> float:
+def _weight(spec: Mapping[str, object], variant_id: str, index: int) -> float:
     weight = spec.get("weight")
+    path = ("variants", index, "weight")
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not isfinite(weight):
-        raise _fail(f"variant {variant_id!r}: weight must be a finite number")
+        raise InvalidField(path, f"variant {variant_id!r}: weight must be a finite number")
     if weight <= 0:
-        raise _fail(f"variant {variant_id!r}: weight must be > 0, got {weight}")
+        raise InvalidField(path, f"variant {variant_id!r}: weight must be > 0, got {weight}")
+    if weight > MAX_WEIGHT:
+        raise InvalidField(
+            path, f"variant {variant_id!r}: weight must be <= {MAX_WEIGHT}, got {weight}"
+        )
     return float(weight)
 
 
-def _variant(spec: object, seen: set[str]) -> Variant:
+def _variant(spec: object, seen: set[str], index: int) -> Variant:
     if not isinstance(spec, Mapping):
-        raise _fail("each variant must be an object")
+        raise InvalidField(("variants", index), "each variant must be an object")
     variant_id = spec.get("id")
+    path = ("variants", index, "id")
     if not isinstance(variant_id, str) or not _VARIANT_ID.match(variant_id):
-        raise _fail(f"variant id {variant_id!r} must be 1-64 characters among A-Z a-z 0-9 _ -")
+        raise InvalidField(
+            path, f"variant id {variant_id!r} must be 1-64 characters among A-Z a-z 0-9 _ -"
+        )
     if variant_id in RESERVED_VARIANT_IDS:
-        raise _fail(f"variant id {variant_id!r} is reserved")
+        raise InvalidField(path, f"variant id {variant_id!r} is reserved")
     if variant_id in seen:
-        raise _fail(f"duplicate variant id {variant_id!r}")
+        raise InvalidField(path, f"duplicate variant id {variant_id!r}")
     seen.add(variant_id)
     message = spec.get("message")
     if not isinstance(message, Mapping):
-        raise _fail(f"variant {variant_id!r}: message must be an object")
+        raise InvalidField(
+            ("variants", index, "message"), f"variant {variant_id!r}: message must be an object"
+        )
     # A private copy: deliveries embed it, so later edits to the source must not leak in.
-    return Variant(variant_id, _weight(spec, variant_id), copy.deepcopy(dict(message)))
+    return Variant(variant_id, _weight(spec, variant_id, index), copy.deepcopy(dict(message)))
 
 
 def compile_variants(
@@ -123,7 +137,7 @@ def compile_variants(
                 f"variants holds {len(specs)} variants, more than the {MAX_VARIANTS} allowed"
             )
         seen: set[str] = set()
-        variants = tuple(_variant(spec, seen) for spec in specs)
+        variants = tuple(_variant(spec, seen, index) for index, spec in enumerate(specs))
     by_id = {variant.id: variant for variant in variants}
     if control_percent == 0 and len(variants) == 1:
         return Variants(variants[0], None, by_id)

@@ -38,14 +38,11 @@ async def test_variants_and_control_group(harness: Harness) -> None:
         {"id": "A", "weight": 50, "message": {"title": "A"}},
         {"id": "B", "weight": 50, "message": {"title": "B"}},
     ]
-    await harness.apply(
-        _engagement(
-            engagement_id,
-            {"event": "custom", "name": event},
-            variants=variants,
-            control_percent=30,
-        )
+    document = _engagement(
+        engagement_id, {"event": "custom", "name": event}, variants=variants, control_percent=30
     )
+    del document["message"]  # each variant carries its own: apply refuses an unused one
+    await harness.apply(document)
     users = [_id("user") for _ in range(60)]
     records = await _deliveries_for(
         harness, {engagement_id}, [_custom(user, event) for user in users]

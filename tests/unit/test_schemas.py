@@ -15,14 +15,13 @@ import pytest
 
 from engine import schemas
 from engine.core.durations import MAX_DURATION_SECONDS
+from engine.engagement_files import EngagementFileError, load_engagement_documents
 from engine.errors import DeclicError, InvalidRecord
 from engine.schemas import (
     SCHEMA_NAMES,
-    EngagementFileError,
     SchemaViolation,
     apply_engagement_defaults,
     format_path,
-    load_engagement_documents,
     load_schema,
     validator,
 )
