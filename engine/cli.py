@@ -10,154 +10,120 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from engine import __version__
 from engine.cli_bench import add_bench_command
 from engine.cli_engagements import add_engagement_commands
+from engine.cli_errors import DeclicArgumentParser, print_warning, report
+from engine.cli_flags import HelpFormatter, add_command, unknown_variables, user_names
 from engine.cli_support import now_ms, settings_from_args
 from engine.errors import DeclicError, KafkaAccessError
-from engine.settings import DEFAULT_BOOTSTRAP
+from engine.log_setup import configure_command_logging, quiet_libraries
 
 log = logging.getLogger("declic")
 
-# Flag name -> settings field, for the options every subcommand accepts.
-COMMON_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--bootstrap": ("kafka_bootstrap", str, "Kafka bootstrap servers (DECLIC_KAFKA_BOOTSTRAP)"),
-    "--app-id": ("app_id", str, "application id: consumer group and topic prefix (DECLIC_APP_ID)"),
-    "--topic-prefix": ("topic_prefix", str, "prefix of every topic name (DECLIC_TOPIC_PREFIX)"),
-    "--partitions": ("partitions", int, "partitions of topics created (DECLIC_PARTITIONS)"),
-    "--log-level": ("log_level", str, "DEBUG, INFO, WARNING or ERROR (DECLIC_LOG_LEVEL)"),
-    "--kafka-security-protocol": (
-        "kafka_security_protocol",
-        str,
-        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (DECLIC_KAFKA_SECURITY_PROTOCOL)",
-    ),
-    "--kafka-sasl-mechanism": (
-        "kafka_sasl_mechanism",
-        str,
-        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (DECLIC_KAFKA_SASL_MECHANISM); the password "
-        "comes from DECLIC_KAFKA_SASL_PASSWORD only",
-    ),
-    "--kafka-sasl-username": (
-        "kafka_sasl_username",
-        str,
-        "SASL user (DECLIC_KAFKA_SASL_USERNAME)",
-    ),
-    "--kafka-ssl-cafile": (
-        "kafka_ssl_cafile",
-        Path,
-        "PEM file of the CA of the brokers' certificates (DECLIC_KAFKA_SSL_CAFILE)",
-    ),
-    "--kafka-ssl-certfile": (
-        "kafka_ssl_certfile",
-        Path,
-        "PEM client certificate, for brokers requiring one (DECLIC_KAFKA_SSL_CERTFILE)",
-    ),
-    "--kafka-ssl-keyfile": (
-        "kafka_ssl_keyfile",
-        Path,
-        "PEM private key of the client certificate (DECLIC_KAFKA_SSL_KEYFILE); its password "
-        "comes from DECLIC_KAFKA_SSL_KEY_PASSWORD only",
-    ),
-}
-WORKER_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--worker-id": ("worker_id", str, "stable name of this worker (DECLIC_WORKER_ID)"),
-    "--data-dir": ("data_dir", Path, "local state directory (DECLIC_DATA_DIR)"),
-    "--web-host": ("web_host", str, "address of the HTTP server (DECLIC_WEB_HOST)"),
-    "--web-port": ("web_port", int, "port of /metrics and /health (DECLIC_WEB_PORT)"),
-    "--max-event-age": (
-        "max_event_age_seconds",
-        float,
-        "older events trigger nothing (DECLIC_MAX_EVENT_AGE_SECONDS)",
-    ),
-    "--checkpoint-interval": (
-        "checkpoint_interval_seconds",
-        float,
-        "seconds between commits (DECLIC_CHECKPOINT_INTERVAL_SECONDS)",
-    ),
-    "--max-record-bytes": (
-        "max_record_bytes",
-        int,
-        "largest record produced; larger outputs become dead letters (DECLIC_MAX_RECORD_BYTES)",
-    ),
-    "--max-input-bytes": (
-        "max_input_bytes",
-        int,
-        "largest input record parsed; larger ones are dead-lettered unread "
-        "(DECLIC_MAX_INPUT_BYTES)",
-    ),
+_EXAMPLES = {
+    "worker": """examples:
+  declic worker --worker-id worker-1 --web-port 6066
+  DECLIC_KAFKA_BOOTSTRAP=kafka-1:9092,kafka-2:9092 declic worker --data-dir /var/lib/declic""",
+    "topics": """examples:
+  declic topics
+  declic topics --kafka-bootstrap kafka-1:9092 --partitions 12 --replication-factor 3""",
+    "diagnose": """examples:
+  declic diagnose welcome-back
+  declic diagnose welcome-back --since 7d --json
+  declic diagnose --all""",
+    "publish": """examples:
+  declic publish custom-events my-events.ndjson
+  declic publish profiles profiles.ndjson --kafka-bootstrap kafka-1:9092""",
+    "demo": """examples:
+  declic demo
+  declic demo --users 1000 --kafka-bootstrap 127.0.0.1:19092""",
 }
 
 
-def _add_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]]) -> None:
-    for flag, (field, kind, help_text) in flags.items():
-        parser.add_argument(flag, dest=f"setting_{field}", type=kind, default=None, help=help_text)
+def epilog(name: str) -> str:
+    """Return the examples ending a command's --help."""
+    return _EXAMPLES[name]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
-    _add_flags(common, COMMON_FLAGS)
-    worker_common = argparse.ArgumentParser(add_help=False)
-    _add_flags(worker_common, WORKER_FLAGS)
-
-    parser = argparse.ArgumentParser(
+    parser = DeclicArgumentParser(
         prog="declic",
         description="Declic: match events on Kafka against in-app message engagements.",
-        epilog="Every flag can also be set with its DECLIC_* environment variable.",
+        epilog="Every setting is a flag of the commands that use it and a DECLIC_* variable "
+        "(flags win). Exit status: 0 done, 2 invalid input or settings, 3 Kafka unreachable "
+        "or refusing, 1 a bug.\n\nexamples:\n  declic topics\n"
+        "  declic engagements apply deploy/examples/*.yaml\n  declic worker --worker-id w1",
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"declic {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    worker = commands.add_parser(
+    def command(name: str, kind: str, **options: Any) -> argparse.ArgumentParser:
+        return add_command(commands, name, kind, **options)
+
+    worker = command(
         "worker",
-        parents=[common, worker_common],
+        "worker",
         help="run an engine worker",
         description="Run an engine worker: consume the input topics, produce deliveries and "
         "impressions, serve /metrics and /health. Stop with SIGTERM or Ctrl-C.",
+        epilog=epilog("worker"),
     )
     worker.set_defaults(handler=_cmd_worker)
 
-    topics = commands.add_parser(
+    topics = command(
         "topics",
-        parents=[common],
+        "topics",
         help="create the topics the engine uses",
-        description="Create every topic with the configured partition count, if missing.",
+        description="Create every topic Declic uses, if missing: the input topics, deliveries, "
+        "impressions, conversions, dead-letters and the state changelog with DECLIC_PARTITIONS "
+        "partitions; engagements, engagement-changelog and engagement-stats with one.",
+        epilog=epilog("topics"),
     )
     topics.set_defaults(handler=_cmd_topics)
 
-    add_engagement_commands(commands, common)
+    add_engagement_commands(commands)
 
-    diagnose = commands.add_parser(
+    diagnose = command(
         "diagnose",
-        parents=[common],
+        "diagnose",
         help="explain why an engagement gets few impressions",
         description="Report an engagement's segment size, trigger frequency, funnel by outcome, "
         "impressions and changes since launch, with verdicts ranked by how many impressions "
         "they explain. Figures come from what the workers publish (every "
         "DECLIC_STATS_INTERVAL_SECONDS).",
+        epilog=epilog("diagnose"),
     )
     diagnose.add_argument("engagement_id", metavar="ENGAGEMENT", nargs="?")
     diagnose.add_argument(
         "--all", action="store_true", help="rank every active engagement by its shortfall"
     )
     diagnose.add_argument(
-        "--since", default=None, help="list changes since: RFC 3339, or a duration like 24h or 7d"
+        "--since",
+        default=None,
+        metavar="WHEN",
+        help="list changes since: RFC 3339, or a duration like 24h or 7d",
     )
     diagnose.add_argument("--json", action="store_true", help="print the report as JSON")
     diagnose.set_defaults(handler=_cmd_diagnose)
 
-    publish = commands.add_parser(
+    from engine.publish import PUBLISHABLE
+
+    publish = command(
         "publish",
-        parents=[common],
+        "publish",
         help="publish an NDJSON file to an input topic",
         description="Publish one JSON record per line to an input topic, keyed by user_id. "
         "Every line is checked against the topic's schema first; one bad line refuses the file.",
+        epilog=epilog("publish"),
     )
-    from engine.publish import PUBLISHABLE
-
     publish.add_argument(
         "topic", choices=PUBLISHABLE, metavar="TOPIC", help=f"one of: {', '.join(PUBLISHABLE)}"
     )
@@ -169,22 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(handler=_cmd_publish)
 
-    demo = commands.add_parser(
+    demo = command(
         "demo",
-        parents=[common, worker_common],
+        "demo",
         help="run the example end to end",
         description="Apply the example engagements, start a worker, publish a sample event "
         "stream and interactions, and print what the engine produced.",
+        epilog=epilog("demo"),
     )
-    demo.add_argument("--users", type=int, default=200, help="users in the sample stream")
+    demo.add_argument(
+        "--users", type=int, default=200, metavar="N", help="users in the sample stream"
+    )
     demo.add_argument(
         "--examples",
         type=Path,
         default=None,
+        metavar="DIR",
         help="directory of example engagements (default: deploy/examples)",
     )
     demo.set_defaults(handler=_cmd_demo)
-    add_bench_command(commands, common)
+    add_bench_command(commands)
     return parser
 
 
@@ -198,6 +168,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # first connection.
     settings.kafka_client_options()
     app = build_app(settings)
+    quiet_libraries(settings.log_level)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
@@ -271,6 +242,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
+    if args.users < 1:
+        raise DeclicError(f"--users: must be at least 1, got {args.users}")
+
     examples = args.examples or Path(__file__).resolve().parent.parent / "deploy" / "examples"
     return run_demo(settings_from_args(args), examples, users=args.users)
 
@@ -279,39 +253,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(args, "setting_log_level", None) or "WARNING"
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from aiokafka.errors import KafkaError
-
-    from engine.retry import access_error
-
-    started = time.monotonic()
+    configure_command_logging(_log_level(args))
+    for warning in unknown_variables(os.environ):
+        print_warning(warning)
+    args.started_at = time.monotonic()
     try:
         return int(args.handler(args))
-    except KafkaAccessError as error:
-        print(f"declic: error: {_kafka_at(args)}: {error}", file=sys.stderr)
-        return 3
-    except DeclicError as error:
-        print(f"declic: error: {error}", file=sys.stderr)
-        return 2
-    except KafkaError as error:
-        refused = access_error(error, since=started)
-        print(f"declic: error: {_kafka_at(args)}: {refused or error}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        return report(error, args, user_names(args))
 
 
-def _kafka_at(args: argparse.Namespace) -> str:
-    """Return "Kafka at <bootstrap>", with the SASL user when there is one."""
-
-    def setting(name: str) -> str | None:
-        value = getattr(args, f"setting_{name}", None)
-        return str(value) if value is not None else os.environ.get(f"DECLIC_{name.upper()}")
-
-    bootstrap = setting("kafka_bootstrap") or DEFAULT_BOOTSTRAP
-    user = setting("kafka_sasl_username")
-    return f"Kafka at {bootstrap}" + (f" (user {user!r})" if user else "")
+def _log_level(args: argparse.Namespace) -> str:
+    """Return the level asked for by flag or variable; WARNING if none (or an invalid one,
+    which the settings then refuse by name)."""
+    asked = getattr(args, "setting_log_level", None) or os.environ.get("DECLIC_LOG_LEVEL")
+    level = (asked or "WARNING").upper()
+    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING"
 
 
 if __name__ == "__main__":

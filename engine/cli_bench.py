@@ -9,14 +9,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine.cli_flags import add_command
 from engine.cli_support import settings_from_args
 from engine.errors import DeclicError
 
 
-def add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    bench = commands.add_parser(
+def add_bench_command(commands: Any) -> None:
+    bench = add_command(
+        commands,
         "bench",
-        parents=[common],
+        "bench",
+        epilog="examples:\n  declic bench\n  declic bench --runs 3 --rate 6500 --duration 60\n"
+        "  declic bench --engagements 10000 --events 50000",
         help="measure throughput, latency and footprint",
         description="Benchmark one worker on topics of its own "
         "(<topic prefix>bench-<timestamp>-*): publish a seeded workload of users, "
@@ -26,22 +30,37 @@ def add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "event-to-delivery latency at a fixed publishing rate. Prints a table and writes a "
         "JSON file; deletes its topics at the end.",
     )
-    bench.add_argument("--users", type=int, default=100_000, help="users (default 100000)")
     bench.add_argument(
-        "--engagements", type=int, default=1_000, help="active engagements (default 1000)"
+        "--users", type=int, default=100_000, metavar="N", help="users (default 100000)"
     )
     bench.add_argument(
-        "--events", type=int, default=200_000, help="events published first (default 200000)"
+        "--engagements",
+        type=int,
+        default=1_000,
+        metavar="N",
+        help="active engagements (default 1000)",
     )
-    bench.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    bench.add_argument(
+        "--events",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="events published first (default 200000)",
+    )
+    bench.add_argument("--seed", type=int, default=1, metavar="N", help="workload seed (default 1)")
     bench.add_argument(
         "--rate",
         type=float,
         default=None,
+        metavar="EVENTS_PER_S",
         help="then publish this many events/s while the worker runs, to measure latency",
     )
     bench.add_argument(
-        "--duration", type=float, default=30.0, help="seconds of --rate publishing (default 30)"
+        "--duration",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds of --rate publishing (default 30)",
     )
     bench.add_argument(
         "--diagnose-clients",
@@ -56,27 +75,35 @@ def add_bench_command(commands: Any, common: argparse.ArgumentParser) -> None:
         "--floor-events",
         type=int,
         default=20_000,
+        metavar="N",
         help="events the Faust floor handles to measure its rate (default 20000)",
     )
     bench.add_argument(
         "--timeout",
         type=float,
         default=1800.0,
+        metavar="SECONDS",
         help="seconds allowed to each measured step (default 1800)",
     )
     bench.add_argument(
         "--output",
         type=Path,
         default=None,
+        metavar="FILE",
         help="JSON results file (default bench-results/bench-<timestamp>.json)",
     )
     bench.add_argument(
-        "--workers", type=int, default=1, help="worker processes sharing the partitions (default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the partitions (default 1)",
     )
     bench.add_argument(
         "--runs",
         type=int,
         default=1,
+        metavar="N",
         help="repeat the whole measure, on fresh topics, and report medians (default 1)",
     )
     bench.add_argument(

@@ -11,36 +11,61 @@ from typing import Any
 
 import orjson
 
+from engine.cli_flags import add_command
 from engine.cli_support import now_ms, settings_from_args
 from engine.errors import DeclicError
 
+_EXAMPLES = {
+    "apply": """examples:
+  declic engagements apply deploy/examples/*.yaml
+  declic engagements apply --dry-run welcome-back.yaml""",
+    "list": """examples:
+  declic engagements list
+  declic engagements list --json""",
+    "history": """examples:
+  declic engagements history welcome-back
+  declic engagements history --json""",
+    "test-send": """examples:
+  declic engagements test-send welcome-back --user user-42
+  declic engagements test-send premium-upsell --user user-42 --variant b""",
+}
 
-def add_engagement_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    engagements = commands.add_parser(
+
+def add_engagement_commands(commands: Any) -> None:
+    engagements = add_command(
+        commands,
         "engagements",
+        None,
         help="manage engagements",
         description="Manage engagements. Every change increments the engagement's version and "
         "is recorded, with its author, on the engagement-changelog topic.",
+        epilog="examples:\n  declic engagements apply deploy/examples/*.yaml\n"
+        "  declic engagements list",
     )
     actions = engagements.add_subparsers(dest="action", required=True, metavar="ACTION")
-    author = argparse.ArgumentParser(add_help=False)
-    author.add_argument(
-        "--author",
-        dest="setting_author",
-        default=None,
-        help="who makes the change (DECLIC_AUTHOR; default: the OS user)",
-    )
-    apply = actions.add_parser(
+    apply = add_command(
+        actions,
         "apply",
-        parents=[common, author],
+        "engagements-apply",
         help="validate and publish engagement files",
         description="Validate YAML or JSON engagement files and publish the new or changed ones. "
-        "An invalid file is refused with the field and the reason; nothing is published then.",
+        "An invalid file is refused with the file, line, field and reason; nothing is "
+        "published then. A dry run checks everything but the broker.",
+        epilog=_EXAMPLES["apply"],
     )
     apply.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    apply.add_argument("--dry-run", action="store_true", help="validate only, publish nothing")
+    apply.add_argument(
+        "--dry-run", action="store_true", help="check everything but the broker; publish nothing"
+    )
     apply.set_defaults(handler=_cmd_apply)
-    listing = actions.add_parser("list", parents=[common], help="list the engagements")
+    listing = add_command(
+        actions,
+        "list",
+        "engagements-read",
+        help="list the engagements",
+        description="List the engagements on the topic, with status, version and last change.",
+        epilog=_EXAMPLES["list"],
+    )
     listing.add_argument("--json", action="store_true", help="print JSON records")
     listing.set_defaults(handler=_cmd_list)
     for action, help_text in (
@@ -49,38 +74,51 @@ def add_engagement_commands(commands: Any, common: argparse.ArgumentParser) -> N
         ("archive", "retire an engagement for good (it frees its name)"),
         ("delete", "remove an engagement from the topic"),
     ):
-        command = actions.add_parser(
+        command = add_command(
+            actions,
             action,
-            parents=[common, author],
+            "engagements-change",
             help=help_text,
             description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=f"example:\n  declic engagements {action} welcome-back",
         )
         command.add_argument("engagement_id", metavar="ID")
         command.set_defaults(handler=_cmd_change_status, change=action)
-    history = actions.add_parser(
-        "history", parents=[common], help="show who changed an engagement, when and what"
+    history = add_command(
+        actions,
+        "history",
+        "engagements-read",
+        help="show who changed an engagement, when and what",
+        description="Show who changed an engagement (or every one), when, and each field's "
+        "old and new value, from the engagement-changelog topic.",
+        epilog=_EXAMPLES["history"],
     )
     history.add_argument(
         "engagement_id", metavar="ID", nargs="?", help="one engagement (default: all)"
     )
     history.add_argument("--json", action="store_true", help="print JSON records")
     history.set_defaults(handler=_cmd_history)
-    test_send = actions.add_parser(
+    test_send = add_command(
+        actions,
         "test-send",
-        parents=[common, author],
+        "engagements-change",
         help="send one test delivery of an engagement to a user",
         description="Produce one delivery marked test: true for a user, whatever the schedule, "
         "audience, percentage, caps and re-eligibility. A running worker answers; the delivery "
         "is printed. Test deliveries never count towards re-eligibility, caps or real metrics.",
+        epilog=_EXAMPLES["test-send"],
     )
     test_send.add_argument("engagement_id", metavar="ID")
-    test_send.add_argument("--user", required=True, help="the user who receives it")
-    test_send.add_argument("--variant", default=None, help="the variant (default: the user's)")
+    test_send.add_argument("--user", required=True, metavar="USER_ID", help="who receives it")
+    test_send.add_argument(
+        "--variant", default=None, metavar="VARIANT", help="the variant (default: the user's)"
+    )
     test_send.add_argument(
         "--wait",
         type=float,
         default=30.0,
-        help="seconds to wait for the worker's answer (default 30)",
+        metavar="SECONDS",
+        help="how long to wait for the worker's answer (default 30)",
     )
     test_send.set_defaults(handler=_cmd_test_send)
 
@@ -88,12 +126,14 @@ def add_engagement_commands(commands: Any, common: argparse.ArgumentParser) -> N
 def _cmd_apply(args: argparse.Namespace) -> int:
     from engine.admin.engagements import apply_engagements, load_and_validate
 
-    documents = load_and_validate(args.files)
+    # The dry run checks what the real apply would publish, records and author included,
+    # so both read the settings; neither connects before every file is found valid.
+    settings = settings_from_args(args)
+    documents = load_and_validate(args.files, settings.author)
     if args.dry_run:
         for document in documents:
             print(f"{document['id']}: valid")
         return 0
-    settings = settings_from_args(args)
     from engine.stream.topics import ensure_topics
 
     async def run() -> list[Any]:

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
+import orjson
+
+from engine.cli_flags import settings_given
+from engine.errors import ConfigError
 from engine.settings import Settings, load_settings
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name.removeprefix("setting_"): value
-        for name, value in vars(args).items()
-        if name.startswith("setting_")
-    }
+    """Return the settings: the flags given over the DECLIC_* variables."""
+    overrides: dict[str, Any] = dict(settings_given(args))
+    caps = overrides.get("frequency_caps")
+    if caps is not None:
+        try:
+            overrides["frequency_caps"] = orjson.loads(caps)
+        except orjson.JSONDecodeError:
+            raise ConfigError(
+                [("frequency_caps", 'expected JSON, like [{"max": 3, "per_seconds": 86400}]')]
+            ) from None
     return load_settings(overrides)
 
 

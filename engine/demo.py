@@ -107,9 +107,9 @@ async def _apply_examples(settings: Settings, documents: list[dict[str, Any]]) -
 async def _scenario(settings: Settings, users: int) -> dict[str, Any]:
     deliveries_tail = TopicTail(settings, settings.topic("deliveries"))
     impressions_tail = TopicTail(settings, settings.topic("impressions"))
-    await deliveries_tail.start()
-    await impressions_tail.start()
     try:
+        await deliveries_tail.start()
+        await impressions_tail.start()
         now_ms = int(time.time() * 1000)
         stream = sample_stream(f"demo{now_ms}", users, now_ms)
         sent = {}

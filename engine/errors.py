@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 
 class DeclicError(Exception):
     """Root of every error raised by Declic."""
 
 
 class ConfigError(DeclicError):
-    """Raise when a setting is missing or invalid."""
+    """Raise when a setting is missing or invalid.
+
+    ``problems`` pairs a settings field ("" for none) with what is wrong with it, so the
+    command line can name the setting as the user gave it (flag or variable).
+    """
+
+    def __init__(self, problems: str | Sequence[tuple[str, str]]) -> None:
+        self.problems = [("", problems)] if isinstance(problems, str) else list(problems)
+        super().__init__(self.render({}))
+
+    def render(self, names: Mapping[str, str]) -> str:
+        """Return one line per problem, each setting named by `names` or its variable."""
+        return "\n".join(
+            f"{names.get(field) or 'DECLIC_' + field.upper()}: {text}" if field else text
+            for field, text in self.problems
+        )
 
 
 class InvalidRecord(DeclicError):

@@ -73,8 +73,8 @@ async def publish_lines(settings: Settings, topic: str, lines: Iterable[Line]) -
     producer = AIOKafkaProducer(
         **settings.kafka_producer_options(), client_id=f"{settings.app_id}-publish", linger_ms=10
     )
-    await producer.start()
     try:
+        await producer.start()
         futures = [
             await producer.send(settings.topic(topic), line.value, key=line.key) for line in lines
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -74,6 +75,12 @@ _TLS_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return "no answer"
+    if isinstance(error, KafkaConnectionError) and _WATCH.last_connection_error is not None:
+        # "Unable to bootstrap from [...]" says nothing the reader can act on; aiokafka
+        # logged the cause (refused, unknown host, ...) just before raising it.
+        cause = _WATCH.last_connection_error
+        reason = os.strerror(cause.errno).lower() if cause.errno else str(cause)
+        return f"unreachable: {reason}"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -88,8 +95,8 @@ def _authentication_failure(error: BaseException) -> KafkaAuthenticationFailed:
         )
     reason = str(error.args[0]) if error.args else getattr(error, "description", str(error))
     return KafkaAuthenticationFailed(
-        f"authentication failed: {reason} (check kafka_sasl_username, kafka_sasl_password "
-        "and kafka_sasl_mechanism)"
+        f"authentication failed: {reason} (check DECLIC_KAFKA_SASL_USERNAME, "
+        "DECLIC_KAFKA_SASL_PASSWORD and DECLIC_KAFKA_SASL_MECHANISM)"
     )
 
 
@@ -104,10 +111,13 @@ class _RefusalWatch(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self.last: tuple[float, KafkaAuthenticationFailed] | None = None
+        self.last_connection_error: OSError | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         arguments = record.args if isinstance(record.args, tuple) else ()
         for argument in arguments:
+            if isinstance(argument, OSError) and not isinstance(argument, ssl.SSLError):
+                self.last_connection_error = argument
             if isinstance(argument, AUTHENTICATION_FAILURES) and not isinstance(
                 argument, _TLS_CUT_SHORT
             ):

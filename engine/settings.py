@@ -12,13 +12,16 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from engine.core.caps import MAX_CAP_DELIVERIES
 from engine.core.durations import MAX_DURATION_SECONDS
 from engine.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+# Settings given by variable only: a flag would show them in `ps` and shell histories.
+SECRET_SETTINGS = ("kafka_sasl_password", "kafka_ssl_key_password")
 
 
 def _default_author() -> str:
@@ -139,6 +142,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port, got {server!r}")
         return value
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("default_timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
@@ -181,7 +189,7 @@ class Settings(BaseSettings):
         """Raise ConfigError naming every security setting that is missing or out of place."""
         problems = _security_problems(self)
         if problems:
-            raise ConfigError(f"invalid settings: {'; '.join(problems)}")
+            raise ConfigError(problems)
 
     def kafka_ssl_context(self) -> ssl.SSLContext:
         """Return a TLS context verifying the brokers (with this client's certificate, if
@@ -200,7 +208,7 @@ class Settings(BaseSettings):
                 password=lambda: secret,
             )
         except (ssl.SSLError, OSError, ValueError) as error:
-            raise ConfigError(f"invalid settings: {_ssl_problem(self, error)}") from None
+            raise ConfigError([_ssl_problem(self, error)]) from None
         return context
 
     def kafka_producer_options(self) -> dict[str, Any]:
@@ -222,8 +230,8 @@ SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 _SSL_FILES = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
 
 
-def _security_problems(settings: Settings) -> list[str]:
-    """Return what is wrong with the security settings, each naming its setting."""
+def _security_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Return what is wrong with the security settings: (field, reason) pairs."""
     protocol = settings.kafka_security_protocol
     problems = []
     sasl = {
@@ -235,11 +243,14 @@ def _security_problems(settings: Settings) -> list[str]:
         if protocol in SASL_PROTOCOLS and not (
             value.get_secret_value() if isinstance(value, SecretStr) else value
         ):
-            problems.append(f"{name}: required with kafka_security_protocol {protocol}")
+            problems.append((name, f"required with security protocol {protocol}"))
         elif protocol not in SASL_PROTOCOLS and value is not None:
             problems.append(
-                f"{name}: set, but kafka_security_protocol {protocol} uses no SASL "
-                "(SASL_PLAINTEXT or SASL_SSL)"
+                (
+                    name,
+                    f"set, but security protocol {protocol} uses no SASL "
+                    "(SASL_PLAINTEXT or SASL_SSL)",
+                )
             )
     tls = {name: getattr(settings, name) for name in (*_SSL_FILES, "kafka_ssl_key_password")}
     for name, value in tls.items():
@@ -247,52 +258,125 @@ def _security_problems(settings: Settings) -> list[str]:
             continue
         if protocol not in SSL_PROTOCOLS:
             problems.append(
-                f"{name}: set, but kafka_security_protocol {protocol} uses no TLS (SSL or SASL_SSL)"
+                (name, f"set, but security protocol {protocol} uses no TLS (SSL or SASL_SSL)")
             )
         elif isinstance(value, Path) and not value.is_file():
-            problems.append(f"{name}: no such file: {value}")
+            problems.append((name, f"no such file: {value}"))
         elif isinstance(value, Path) and not os.access(value, os.R_OK):
-            problems.append(f"{name}: cannot read {value}")
+            problems.append((name, f"cannot read {value}"))
     if tls["kafka_ssl_certfile"] is not None and tls["kafka_ssl_keyfile"] is None:
-        problems.append("kafka_ssl_keyfile: required with kafka_ssl_certfile")
+        problems.append(("kafka_ssl_keyfile", "required with a client certificate"))
     if tls["kafka_ssl_keyfile"] is not None and tls["kafka_ssl_certfile"] is None:
-        problems.append("kafka_ssl_certfile: required with kafka_ssl_keyfile")
+        problems.append(("kafka_ssl_certfile", "required with a client key"))
     if tls["kafka_ssl_key_password"] is not None and tls["kafka_ssl_keyfile"] is None:
-        problems.append("kafka_ssl_key_password: set without kafka_ssl_keyfile")
+        problems.append(("kafka_ssl_key_password", "set without a client key file"))
     return problems
 
 
-def _ssl_problem(settings: Settings, error: BaseException) -> str:
+def _ssl_problem(settings: Settings, error: BaseException) -> tuple[str, str]:
     """Return which TLS file could not be loaded, and why (never the key's password)."""
     reason = getattr(error, "reason", None) or type(error).__name__
     if settings.kafka_ssl_cafile is not None:
         try:
             ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
         except (ssl.SSLError, OSError, ValueError):
-            return f"kafka_ssl_cafile: no CA certificate in {settings.kafka_ssl_cafile} ({reason})"
+            return (
+                "kafka_ssl_cafile",
+                f"no CA certificate in {settings.kafka_ssl_cafile} ({reason})",
+            )
     keyfile = settings.kafka_ssl_keyfile
     try:
         encrypted = keyfile is not None and "ENCRYPTED" in keyfile.read_text(errors="replace")
     except OSError:
         encrypted = False
     if encrypted and settings.kafka_ssl_key_password is None:
-        return f"kafka_ssl_keyfile: {keyfile} is encrypted: set DECLIC_KAFKA_SSL_KEY_PASSWORD"
+        return (
+            "kafka_ssl_keyfile",
+            f"{keyfile} is encrypted: set DECLIC_KAFKA_SSL_KEY_PASSWORD",
+        )
     if encrypted:
-        return f"kafka_ssl_key_password: does not decrypt kafka_ssl_keyfile {keyfile}"
+        return ("kafka_ssl_key_password", f"does not decrypt the client key {keyfile}")
     return (
-        f"kafka_ssl_certfile, kafka_ssl_keyfile: cannot load {settings.kafka_ssl_certfile} and "
-        f"{keyfile} (not PEM, or a key of another certificate: {reason})"
+        "kafka_ssl_certfile",
+        f"cannot load {settings.kafka_ssl_certfile} with the key {keyfile} "
+        f"(not PEM, or a key of another certificate: {reason})",
     )
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Build settings from DECLIC_* variables, with flag values (not None) taking precedence."""
+    """Build settings from DECLIC_* variables, with flag values (not None) taking precedence.
+
+    Raise ConfigError with one problem per invalid setting, in plain words.
+    """
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    unknown = sorted(set(given) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError([("", f"no such setting: {', '.join(unknown)}")])
     try:
         return Settings(**given)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or 'settings'}: {issue['msg']}"
-            for issue in error.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError([_plain_problem(issue) for issue in error.errors()]) from None
+    except SettingsError as error:
+        # pydantic-settings decodes JSON variables itself and stops at the first bad one.
+        field = next((name for name in Settings.model_fields if f'"{name}"' in str(error)), "")
+        raise ConfigError([(field, "expected JSON, like " + _json_example(field))]) from None
+
+
+def _json_example(field: str) -> str:
+    if field == "frequency_caps":
+        return '[{"max": 3, "per_seconds": 86400}] ([] for none)'
+    return "the form its documentation shows"
+
+
+_PLAIN = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_parsing": "expected a number",
+    "literal_error": "expected {expected}",
+    "string_too_short": "must not be empty",
+    "string_too_long": "at most {max_length} characters",
+    "json_invalid": "expected JSON",
+    "tuple_type": "expected a JSON list",
+    "model_type": "expected a JSON object",
+    "model_attributes_type": "expected a JSON object",
+    "dict_type": "expected a JSON object",
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "path_type": "expected a path",
+    "bool_parsing": "expected true or false",
+}
+_PATTERNS = {
+    "app_id": "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    "topic_prefix": "at most 64 letters, digits, '.', '_' or '-'",
+    "worker_id": "1 to 128 letters, digits, '.', '_' or '-'",
+}
+
+
+def _plain_problem(issue: ErrorDetails) -> tuple[str, str]:
+    """Return (field, reason in plain words) for one pydantic validation error."""
+    location = issue["loc"]
+    field = str(location[0]) if location else ""
+    inner = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location[1:])
+    inner = inner.removeprefix(".")
+    kind = issue["type"]
+    if kind == "value_error":
+        reason = issue["msg"].removeprefix("Value error, ")
+    elif kind == "string_pattern_mismatch":
+        reason = "expected " + _PATTERNS.get(field, "another form")
+    elif kind in _PLAIN:
+        context = dict(issue.get("ctx") or {})
+        if kind == "literal_error":
+            context["expected"] = str(context.get("expected", "")).replace("'", "")
+        reason = _PLAIN[kind].format(**context)
+    else:
+        reason = issue["msg"]
+    value = issue.get("input")
+    if kind not in ("missing", "extra_forbidden", "value_error") and isinstance(
+        value, str | int | float
+    ):
+        reason += f", got {value!r}"
+    return field, (f"{inner}: {reason}" if inner else reason)

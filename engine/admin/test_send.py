@@ -47,11 +47,11 @@ async def request_test_send(
         request["variant"] = variant
     validator("test-send").check(request)
     deliveries = TopicTail(settings, settings.topic("deliveries"))
-    await deliveries.start()
     try:
+        await deliveries.start()
         producer = AIOKafkaProducer(**settings.kafka_producer_options())
-        await producer.start()
         try:
+            await producer.start()
             await producer.send_and_wait(
                 settings.topic("test-sends"), orjson.dumps(request), key=user_id.encode()
             )

@@ -208,9 +208,10 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
         "options": asdict(options),
     }
     now_ms = int(time.time() * 1000)
-    ok = False
+    ok = prepared = False
     try:
         asyncio.run(_prepare(settings, options, now_ms))
+        prepared = True
         results["engine"] = _engine_phase(settings, options, work_dir)
         results["ceiling"] = _ceiling(settings, options)
         results["floor"] = _floor(settings, options, work_dir)
@@ -221,7 +222,8 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
                 deleted = asyncio.run(kafka_io.delete_topics_with_prefix(settings, prefix))
                 _note(f"deleted {len(deleted)} topics")
             except KafkaError as error:
-                _note(f"could not delete topics {prefix}*: {error}")
+                if prepared:  # else the error that stopped the preparation says it all
+                    _note(f"could not delete topics {prefix}*: {error}")
         if ok or not any(work_dir.glob("*.log")):
             shutil.rmtree(work_dir, ignore_errors=True)
         else:

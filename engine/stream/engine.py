@@ -148,14 +148,18 @@ class Engine:
         """Wait for Kafka, load the catalog, join the group, and process until cancelled."""
         consumer = group_consumer(self.settings, self.group_id, self._new_consumer)
         self._consumer = consumer
-        await self._connect(consumer)
-        catalog_task = asyncio.create_task(self.catalog.follow_forever(), name="declic-catalog")
-        consumer.subscribe(list(self.topics.inputs), listener=Rebalance(self.acquire, self.release))
+        catalog_task: asyncio.Task[None] | None = None
         try:
+            # Inside the try: a worker stopped while it waits for Kafka closes its clients.
+            await self._connect(consumer)
+            catalog_task = asyncio.create_task(self.catalog.follow_forever(), name="declic-catalog")
+            listener = Rebalance(self.acquire, self.release)
+            consumer.subscribe(list(self.topics.inputs), listener=listener)
             await self._loop(consumer, catalog_task)
         finally:
-            catalog_task.cancel()
-            await asyncio.gather(catalog_task, return_exceptions=True)
+            if catalog_task is not None:
+                catalog_task.cancel()
+                await asyncio.gather(catalog_task, return_exceptions=True)
             await self._shutdown(consumer)
 
     async def _connect(self, consumer: Any) -> None:

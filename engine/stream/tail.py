@@ -23,7 +23,8 @@ class TopicTail:
         self.records: list[dict[str, Any]] = []
 
     async def start(self, from_beginning: bool = False) -> None:
-        """Connect and position at the end (or the beginning) of every partition."""
+        """Connect and position at the end (or the beginning) of every partition; call
+        stop() afterwards, whether this succeeded or not."""
         partitions = await partitions_of(self._settings, self.topic)
         consumer = AIOKafkaConsumer(
             **self._settings.kafka_client_options(),
@@ -31,8 +32,8 @@ class TopicTail:
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
+        self._consumer = consumer  # stop() closes it, even if start() fails
         await consumer.start()
-        self._consumer = consumer
         assigned = [TopicPartition(self.topic, partition) for partition in sorted(partitions)]
         consumer.assign(assigned)
         if from_beginning:
@@ -83,10 +84,10 @@ async def read_to_end(
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
-    await consumer.start()
     records: list[ConsumerRecord] = []
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     try:
+        await consumer.start()
         consumer.assign(partitions)
         if start_offsets is None:
             await consumer.seek_to_beginning(*partitions)

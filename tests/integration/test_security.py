@@ -262,8 +262,8 @@ async def test_a_wrong_password_is_reported_as_such_within_seconds(
     assert time.monotonic() - started < REFUSAL_SECONDS
     told = (
         "authentication failed: Authentication failed during authentication due to invalid "
-        "credentials with SASL mechanism SCRAM-SHA-512 (check kafka_sasl_username, "
-        "kafka_sasl_password and kafka_sasl_mechanism)"
+        "credentials with SASL mechanism SCRAM-SHA-512 (check DECLIC_KAFKA_SASL_USERNAME, "
+        "DECLIC_KAFKA_SASL_PASSWORD and DECLIC_KAFKA_SASL_MECHANISM)"
     )
     assert listing.returncode == 3
     assert f"declic: error: Kafka at {broker.bootstrap} (user 'operator'): {told}" in (

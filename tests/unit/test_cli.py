@@ -11,22 +11,42 @@ from engine.cli import build_parser, main
 SUBCOMMANDS = [
     ["worker"],
     ["topics"],
-    ["engagements", "apply"],
-    ["engagements", "list"],
-    ["engagements", "delete"],
+    *(
+        ["engagements", action]
+        for action in ("apply", "list", "pause", "resume", "archive", "delete", "history")
+    ),
+    ["engagements", "test-send"],
+    ["diagnose"],
     ["publish"],
     ["demo"],
+    ["bench"],
 ]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
-def test_every_subcommand_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_subcommand_has_help_with_its_settings_and_examples(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*words, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: declic " + " ".join(words))
-    assert "--bootstrap" in out
+    assert "--kafka-bootstrap" in out and "[DECLIC_KAFKA_BOOTSTRAP]" in out
+    assert "\nexample" in out and f"  declic {' '.join(words)}" in out.split("\nexample")[1]
+
+
+def test_commands_show_only_the_settings_they_use(capsys: pytest.CaptureFixture[str]) -> None:
+    for words, shown, hidden in (
+        (["topics"], "--partitions", "--web-port"),
+        (["engagements", "list"], "--app-id", "--author"),
+        (["engagements", "pause"], "--author", "--partitions"),
+        (["worker"], "--frequency-caps", "--author"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*words, "--help"])
+        out = capsys.readouterr().out
+        assert shown in out and hidden not in out, words
 
 
 def test_invalid_engagement_file_is_refused_with_field_and_reason(
@@ -63,7 +83,7 @@ def test_invalid_setting_names_the_variable(
 ) -> None:
     monkeypatch.setenv("DECLIC_PARTITIONS", "zero")
     assert main(["topics"]) == 2
-    assert "partitions" in capsys.readouterr().err
+    assert "DECLIC_PARTITIONS" in capsys.readouterr().err
 
 
 def test_publish_refuses_a_file_with_a_bad_line(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
 from engine.metrics import EngineMetrics
@@ -151,3 +152,29 @@ async def test_a_fenced_producer_is_replaced_and_the_partition_carries_on(
 async def test_the_catalog_follower_is_restarted_when_it_fails(running: Running) -> None:
     running.catalog_lost.set()  # the follower's consumer fails
     await asyncio.wait_for(running.catalog_restarted.wait(), WAIT_SECONDS)
+
+
+async def test_a_worker_stopped_while_waiting_for_kafka_closes_its_consumer(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = FakeConsumer({})
+    broker = FakeBroker(consumer, settings.partitions)
+    engine = Engine(
+        settings,
+        EngineMetrics(),
+        new_consumer=lambda **options: consumer,
+        new_producer=lambda _, partition: broker.producer_for(partition),
+        new_recovery_consumer=lambda **options: FakeLogReader(broker),
+    )
+    tried = asyncio.Event()
+
+    async def kafka_unreachable(*args: object) -> list[str]:
+        tried.set()
+        raise KafkaConnectionError("Unable to bootstrap")
+
+    monkeypatch.setattr(engine_module, "ensure_topics", kafka_unreachable)
+    task = asyncio.create_task(engine.run())
+    await asyncio.wait_for(tried.wait(), WAIT_SECONDS)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert consumer.stopped

@@ -92,17 +92,26 @@ def test_sasl_ssl_clients_get_a_verifying_tls_context_and_the_credentials(
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        ({"kafka_sasl_username": None}, "kafka_sasl_username: required"),
-        ({"kafka_sasl_password": None}, "kafka_sasl_password: required"),
-        ({"kafka_sasl_password": ""}, "kafka_sasl_password: required"),
-        ({"kafka_sasl_mechanism": None}, "kafka_sasl_mechanism: required"),
-        ({"kafka_ssl_keyfile": None, "kafka_ssl_key_password": None}, "kafka_ssl_keyfile: req"),
-        ({"kafka_ssl_certfile": None}, "kafka_ssl_certfile: required with kafka_ssl_keyfile"),
-        ({"kafka_ssl_cafile": Path("/nonexistent/ca.pem")}, "kafka_ssl_cafile: no such file"),
-        ({"kafka_ssl_key_password": None}, "kafka_ssl_keyfile: .* is encrypted"),
-        ({"kafka_ssl_key_password": "wrong"}, "kafka_ssl_key_password: does not decrypt"),
-        ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "kafka_ssl_cafile: set, but .* no TLS"),
-        ({"kafka_security_protocol": "SSL"}, "kafka_sasl_username: set, but .* no SASL"),
+        ({"kafka_sasl_username": None}, "DECLIC_KAFKA_SASL_USERNAME: required"),
+        ({"kafka_sasl_password": None}, "DECLIC_KAFKA_SASL_PASSWORD: required"),
+        ({"kafka_sasl_password": ""}, "DECLIC_KAFKA_SASL_PASSWORD: required"),
+        ({"kafka_sasl_mechanism": None}, "DECLIC_KAFKA_SASL_MECHANISM: required"),
+        (
+            {"kafka_ssl_keyfile": None, "kafka_ssl_key_password": None},
+            "DECLIC_KAFKA_SSL_KEYFILE: req",
+        ),
+        ({"kafka_ssl_certfile": None}, "DECLIC_KAFKA_SSL_CERTFILE: required with a client key"),
+        (
+            {"kafka_ssl_cafile": Path("/nonexistent/ca.pem")},
+            "DECLIC_KAFKA_SSL_CAFILE: no such file",
+        ),
+        ({"kafka_ssl_key_password": None}, "DECLIC_KAFKA_SSL_KEYFILE: .* is encrypted"),
+        ({"kafka_ssl_key_password": "wrong"}, "DECLIC_KAFKA_SSL_KEY_PASSWORD: does not decrypt"),
+        (
+            {"kafka_security_protocol": "SASL_PLAINTEXT"},
+            "DECLIC_KAFKA_SSL_CAFILE: set, but .* no TLS",
+        ),
+        ({"kafka_security_protocol": "SSL"}, "DECLIC_KAFKA_SASL_USERNAME: set, but .* no SASL"),
     ],
 )
 def test_inconsistent_security_settings_name_the_setting(
@@ -115,7 +124,7 @@ def test_inconsistent_security_settings_name_the_setting(
 
 
 def test_a_file_that_is_no_ca_certificate_is_named(tls: dict[str, Path]) -> None:
-    with pytest.raises(ConfigError, match="kafka_ssl_cafile: no CA certificate"):
+    with pytest.raises(ConfigError, match="DECLIC_KAFKA_SSL_CAFILE: no CA certificate"):
         _sasl_ssl(tls, kafka_ssl_cafile=tls["plain_key"]).kafka_client_options()
 
 
@@ -128,7 +137,10 @@ def test_invalid_security_settings_stop_commands_and_workers_with_status_2(
     for command in (["topics"], ["worker", "--data-dir", "/nonexistent/declic"]):
         assert main(command) == 2
         err = capsys.readouterr().err
-        assert "kafka_sasl_username: required with kafka_security_protocol SASL_SSL" in err
+        assert (
+            "DECLIC_KAFKA_SASL_USERNAME (--kafka-sasl-username): "
+            "required with security protocol SASL_SSL" in err
+        )
         assert SASL_PASSWORD not in err
 
 
