@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,17 @@ def test_one_invalid_file_publishes_nothing(
     err = capsys.readouterr().err
     assert status == 2
     assert "status" in err and "message" in err
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+def test_the_examples_of_every_help_parse(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([*words, "--help"])
+    examples = capsys.readouterr().out.split("\nexample")[1].splitlines()[1:]
+    assert examples
+    for line in examples:
+        command = [word for word in shlex.split(line) if "=" not in word]
+        assert command[0] == "declic", line
+        build_parser().parse_args(command[1:])  # exits (status 2) if it does not parse
