@@ -42,6 +42,10 @@ _EXAMPLES = {
     "demo": """examples:
   declic demo
   declic demo --users 1000 --kafka-bootstrap 127.0.0.1:19092""",
+    "gateway": """examples:
+  DECLIC_GATEWAY_TOKEN_SECRET=... declic gateway --gateway-allowed-origins https://shop.example
+  declic gateway --gateway-jwks-file /etc/declic/app-keys.jwks --gateway-port 8080
+  DECLIC_GATEWAY_TOKEN_SECRET=... declic gateway --demo --gateway-port 6080""",
 }
 
 
@@ -154,6 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory of example engagements (default: deploy/examples)",
     )
     demo.set_defaults(handler=_cmd_demo)
+
+    gateway = command(
+        "gateway",
+        "gateway",
+        help="serve deliveries to apps over HTTP and server-sent events",
+        description="Run the delivery gateway: follow the deliveries and impressions topics, "
+        "serve each user's pending messages (/v1/users/ID/messages) and a live stream of new "
+        "ones (/v1/users/ID/stream), publish the app's interactions, serve the web SDK "
+        "(/sdk/declic.js), /health and /metrics. Tokens are checked with the HS256 key in "
+        "DECLIC_GATEWAY_TOKEN_SECRET (a variable only) or the public keys of "
+        "DECLIC_GATEWAY_JWKS_FILE: exactly one. Stop with SIGTERM or Ctrl-C.",
+        epilog=epilog("gateway"),
+    )
+    gateway.add_argument(
+        "--demo",
+        action="store_true",
+        help="also serve the demo shop page (/demo), demo tokens for any user (/demo/token) "
+        "and custom events (/demo/events); needs DECLIC_GATEWAY_TOKEN_SECRET. Never in "
+        "production: anyone gets a token. Open http://127.0.0.1:6080/demo",
+    )
+    gateway.set_defaults(handler=_cmd_gateway)
     add_bench_command(commands)
     return parser
 
@@ -247,6 +272,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     examples = args.examples or Path(__file__).resolve().parent.parent / "deploy" / "examples"
     return run_demo(settings_from_args(args), examples, users=args.users)
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from engine.gateway.server import check_settings, serve
+
+    settings = settings_from_args(args)
+    check_settings(settings, args.demo)  # exit 2 before anything starts
+    # A server logs what it does, like a worker: INFO unless asked otherwise.
+    logging.getLogger().setLevel(settings.log_level)
+    quiet_libraries(settings.log_level)
+    return asyncio.run(serve(settings, demo=args.demo))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.settings import DEFAULT_BOOTSTRAP, SECRET_SETTINGS, Settings
+from engine.settings import DEFAULT_BOOTSTRAP, GATEWAY_SETTINGS, SECRET_SETTINGS, Settings
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,39 @@ _FLAGS = (
         "a delivery this old without an impression is unseen (default 3600)",
     ),
     SettingFlag("author", "NAME", "who makes the change (default: the OS user)"),
+    SettingFlag("gateway_host", "ADDRESS", "address the gateway listens on (default 127.0.0.1)"),
+    SettingFlag("gateway_port", "PORT", "port of the gateway (default 6080)"),
+    SettingFlag(
+        "gateway_jwks_file",
+        "FILE",
+        "JWKS file of the public keys (RS256, ES256) checking tokens; or the HS256 key in "
+        "DECLIC_GATEWAY_TOKEN_SECRET (a variable only)",
+    ),
+    SettingFlag("gateway_token_audience", "AUD", "required aud claim of tokens (default none)"),
+    SettingFlag(
+        "gateway_allowed_origins",
+        "ORIGIN[,ORIGIN]",
+        "origins allowed by CORS, like https://shop.example (default none)",
+    ),
+    SettingFlag(
+        "gateway_rate_per_user", "N", "requests per second per user, bursts of 2 s (default 10)"
+    ),
+    SettingFlag(
+        "gateway_rate_per_address",
+        "N",
+        "requests per second per client address, bursts of 2 s (default 50)",
+    ),
+    SettingFlag(
+        "gateway_history_seconds",
+        "SECONDS",
+        "deliveries and impressions read back at start (default 86400)",
+    ),
+    SettingFlag(
+        "gateway_max_messages_per_user", "N", "deliveries held per user, the newest (default 20)"
+    ),
+    SettingFlag(
+        "gateway_max_users", "N", "users held; the least recent are dropped (default 1000000)"
+    ),
     SettingFlag(
         "log_level", "LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO; WARNING for commands)"
     ),
@@ -169,6 +202,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "engagements-read": (*KAFKA, "app_id"),
     "diagnose": (*KAFKA, "app_id", "unseen_delivery_seconds"),
     "publish": (*KAFKA, "app_id"),
+    "gateway": (*KAFKA, "app_id", *GATEWAY_SETTINGS),
 }
 
 
@@ -265,6 +299,7 @@ OTHER_VARIABLES = frozenset(
     "DECLIC_" + name
     for name in (
         "SCHEMA_DIR",
+        "SDK_DIR",
         "KAFKA_PORT",
         "KAFKA_RUN_DIR",
         "KAFKA_VERSION",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import ssl
 from collections.abc import Mapping
@@ -21,7 +22,25 @@ from engine.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 # Settings given by variable only: a flag would show them in `ps` and shell histories.
-SECRET_SETTINGS = ("kafka_sasl_password", "kafka_ssl_key_password")
+SECRET_SETTINGS = ("kafka_sasl_password", "kafka_ssl_key_password", "gateway_token_secret")
+# The delivery gateway's own settings, but its secret.
+GATEWAY_SETTINGS = (
+    "gateway_host",
+    "gateway_port",
+    "gateway_jwks_file",
+    "gateway_token_audience",
+    "gateway_allowed_origins",
+    "gateway_rate_per_user",
+    "gateway_rate_per_address",
+    "gateway_history_seconds",
+    "gateway_max_messages_per_user",
+    "gateway_max_users",
+)
+# An HS256 key shorter than its hash (RFC 7518, 3.2) can be guessed offline from one token.
+MIN_TOKEN_SECRET_BYTES = 32
+_ORIGIN = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
 
 
 def _default_author() -> str:
@@ -131,6 +150,40 @@ class Settings(BaseSettings):
     )
 
     author: str = Field(default_factory=_default_author, min_length=1, max_length=256)
+
+    gateway_host: str = Field("127.0.0.1", description="Address the delivery gateway listens on")
+    gateway_port: int = Field(6080, ge=0, le=65535, description="Port of the delivery gateway")
+    gateway_token_secret: SecretStr | None = Field(
+        None, description="HS256 key of the app's tokens (at least 32 bytes); a variable only"
+    )
+    gateway_jwks_file: Path | None = Field(
+        None, description="JWKS file of the public keys (RS256, ES256) of the app's tokens"
+    )
+    gateway_token_audience: str | None = Field(
+        None, min_length=1, max_length=256, description="Required `aud` claim of tokens, if set"
+    )
+    gateway_allowed_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS (scheme://host[:port], or *)"
+    )
+    gateway_rate_per_user: float = Field(
+        10.0, gt=0, le=100_000, description="Requests per second per user, bursts of twice that"
+    )
+    gateway_rate_per_address: float = Field(
+        50.0, gt=0, le=100_000, description="Requests per second per client address"
+    )
+    gateway_history_seconds: int = Field(
+        86_400,
+        ge=60,
+        le=MAX_DURATION_SECONDS,
+        description="Deliveries and impressions of this many seconds back are read at start",
+    )
+    gateway_max_messages_per_user: int = Field(
+        20, ge=1, le=1000, description="Deliveries held per user (the newest)"
+    )
+    gateway_max_users: int = Field(
+        1_000_000, ge=1, le=100_000_000, description="Users held; the least recent are dropped"
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap")
@@ -155,6 +208,48 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
+
+    @field_validator("gateway_allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        for origin in _split_origins(value):
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"expected scheme://host[:port] origins or *, got {origin!r}")
+        return value
+
+    def gateway_origins(self) -> tuple[str, ...]:
+        """Return the origins CORS allows, as listed ("*": any)."""
+        return _split_origins(self.gateway_allowed_origins)
+
+    def check_gateway_tokens(self) -> None:
+        """Raise ConfigError unless exactly one way to check tokens is set: the HS256 secret
+        or the JWKS file (which must exist)."""
+        secret, jwks = self.gateway_token_secret, self.gateway_jwks_file
+        if secret is None and jwks is None:
+            raise ConfigError(
+                [
+                    (
+                        "gateway_token_secret",
+                        "required to check tokens: set it (HS256), or "
+                        "DECLIC_GATEWAY_JWKS_FILE (RS256, ES256)",
+                    )
+                ]
+            )
+        if secret is not None and jwks is not None:
+            raise ConfigError(
+                [
+                    (
+                        "gateway_jwks_file",
+                        "set together with DECLIC_GATEWAY_TOKEN_SECRET: set exactly one",
+                    )
+                ]
+            )
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_TOKEN_SECRET_BYTES:
+            raise ConfigError(
+                [("gateway_token_secret", f"must be at least {MIN_TOKEN_SECRET_BYTES} bytes")]
+            )
+        if jwks is not None and not jwks.is_file():
+            raise ConfigError([("gateway_jwks_file", f"no such file: {jwks}")])
 
     def topic(self, name: str) -> str:
         """Return the full name of a public topic."""
@@ -223,6 +318,10 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             described[name] = "********" if isinstance(value, SecretStr) else str(value)
         return described
+
+
+def _split_origins(value: str) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
 
 
 SSL_PROTOCOLS = ("SSL", "SASL_SSL")

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from pydantic import SecretStr
 
+from engine.child_process import end_child
 from engine.errors import DeclicError
 from engine.settings import Settings
 
@@ -189,16 +190,9 @@ class WorkerProcess:
         process = self._process
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a frozen worker could not act on the signal
-            process.send_signal(signum)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(30)
+        status = end_child(process, signum, timeout)
         self._process = None
         if self._log is not None:
             self._log.close()
             self._log = None
-        return process.returncode
+        return status

@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     ["publish"],
     ["demo"],
     ["bench"],
+    ["gateway"],
 ]
 
 
