@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WITH_BROKER := bash deploy/local/with-broker.sh
 
-.PHONY: all setup demo test lint unit integration chaos prometheus-check broker-start broker-stop clean
+.PHONY: all setup browser demo demo-web test lint unit integration chaos prometheus-check broker-start broker-stop clean
 
 all: test
 
@@ -22,8 +22,16 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 	bash deploy/local/kafka.sh fetch
 
+# Debian's Chromium and its WebDriver, for the browser tests and the web demo only.
+browser:
+	bash deploy/local/chromium.sh
+
 demo: setup
 	$(WITH_BROKER) $(BIN)/declic demo
+
+# The web SDK's demo shop: a worker and `declic gateway --demo` on the examples, until Ctrl-C.
+demo-web: setup browser
+	$(WITH_BROKER) bash deploy/local/demo-web.sh
 
 lint: setup
 	$(BIN)/ruff check engine tests
@@ -42,7 +50,7 @@ chaos: setup
 prometheus-check:
 	bash deploy/prometheus/check.sh
 
-test: setup lint prometheus-check
+test: setup browser lint prometheus-check
 	$(WITH_BROKER) $(BIN)/pytest tests -q --ignore=tests/chaos
 	$(MAKE) --no-print-directory chaos
 
