@@ -740,3 +740,23 @@ async def test_impression_waits_until_the_message_is_visible(
         assert len(_sent(browser, delivery_id, "impression")) == 1
     finally:
         await impressions.stop()
+
+
+async def test_a_page_with_a_token_for_a_cannot_read_b(
+    gateway: GatewayProcess, browser: WebDriver
+) -> None:
+    user_a, user_b = _id("user-a"), _id("user-b")
+    await asyncio.to_thread(_open_demo, browser, gateway, user_a)
+    token = await asyncio.to_thread(gateway.demo_token, user_a)
+    script = """
+        const [base, token, own, other, done] = arguments;
+        const ask = (user) => fetch(`${base}/v1/users/${user}/messages`, {
+            headers: {Authorization: `Bearer ${token}`},
+        }).then((answer) => answer.status);
+        Promise.all([ask(own), ask(other)]).then(done, (error) => done(String(error)));
+    """
+
+    def statuses() -> Any:
+        return browser.execute_async_script(script, gateway.base_url, token, user_a, user_b)
+
+    assert await asyncio.to_thread(statuses) == [200, 403]
