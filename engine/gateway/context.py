@@ -13,7 +13,7 @@ from engine.gateway.errors import ApiError
 from engine.gateway.hub import Hub
 from engine.gateway.limits import RateLimiter, retry_after
 from engine.gateway.metrics import GatewayMetrics
-from engine.gateway.tokens import TokenChecker, TokenRefused
+from engine.gateway.tokens import TokenChecker, TokenClaims, TokenRefused
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -47,6 +47,11 @@ class Gateway:
         """Return the user of the request's token (rate-limited per user); raise ApiError
         401 without a valid one, 429 past the user's rate. ``query_token``: the token may
         come as ``?token=`` (the SSE stream: EventSource cannot set headers)."""
+        return self.authenticate_claims(request, query_token).user_id
+
+    def authenticate_claims(self, request: web.Request, query_token: bool = False) -> TokenClaims:
+        """Return what the request's token says (its user, until when it is accepted); as
+        ``authenticate`` otherwise."""
         token = bearer_token(request)
         if token is None and query_token:
             token = request.query.get("token")
@@ -59,7 +64,7 @@ class Gateway:
                 {hdrs.WWW_AUTHENTICATE: 'Bearer realm="declic"'},
             )
         try:
-            user_id = self.tokens.user_of(token)
+            claims = self.tokens.check(token)
         except TokenRefused as refused:
             raise ApiError(
                 401,
@@ -67,15 +72,19 @@ class Gateway:
                 str(refused),
                 {hdrs.WWW_AUTHENTICATE: 'Bearer realm="declic", error="invalid_token"'},
             ) from None
-        self.limit(self.user_limits, f"user:{user_id}", "this user")
-        return user_id
+        self.limit(self.user_limits, f"user:{claims.user_id}", "this user")
+        return claims
 
     def authorize(self, request: web.Request, query_token: bool = False) -> str:
         """Return the user of the token, which must be the path's {user_id} (else 403)."""
-        user_id = self.authenticate(request, query_token)
-        if request.match_info["user_id"] != user_id:
+        return self.authorize_claims(request, query_token).user_id
+
+    def authorize_claims(self, request: web.Request, query_token: bool = False) -> TokenClaims:
+        """Return what the token says; its user must be the path's {user_id} (else 403)."""
+        claims = self.authenticate_claims(request, query_token)
+        if request.match_info["user_id"] != claims.user_id:
             raise ApiError(403, "forbidden", "the token is for another user")
-        return user_id
+        return claims
 
     def limit(self, limiter: RateLimiter, key: str, who: str) -> None:
         """Raise ApiError 429 with Retry-After if ``key`` is past its rate."""

@@ -83,6 +83,7 @@ class Hub:
         self.caught_up = asyncio.Event()  # set once the history of the topics is read
         self.closing = False
         self._streams: dict[str, set[Stream]] = {}
+        self._places: dict[str, int] = {}  # streams admitted per user, open or opening
 
     @property
     def stream_count(self) -> int:
@@ -131,8 +132,25 @@ class Hub:
         self._streams.setdefault(user_id, set()).add(stream)
         return stream, replay
 
+    def admit(self, user_id: str) -> bool:
+        """Take one of the user's MAX_STREAMS_PER_USER places for a stream about to open;
+        return False when all are taken. ``release`` gives it back."""
+        taken = self._places.get(user_id, 0)
+        if taken >= MAX_STREAMS_PER_USER:
+            return False
+        self._places[user_id] = taken + 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        """Give back a place ``admit`` took."""
+        left = self._places.get(user_id, 0) - 1
+        if left > 0:
+            self._places[user_id] = left
+        else:
+            self._places.pop(user_id, None)
+
     def streams_of(self, user_id: str) -> int:
-        """Return how many streams a user holds open."""
+        """Return how many streams a user holds open (registered: pushed to)."""
         return len(self._streams.get(user_id, ()))
 
     def close(self, stream: Stream) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -166,22 +166,15 @@ class Follower:
                 await asyncio.sleep(1.0)
                 continue
             for tp, records in batches.items():
-                if tp.topic == self.deliveries_topic:
-                    for record in records:
-                        delivery = decode_delivery(
-                            record.value, tp.partition, record.offset, record.timestamp
-                        )
-                        if delivery is None:
-                            self.metrics.records_skipped.labels("deliveries").inc()
-                        else:
-                            self.hub.add_delivery(delivery)
-                else:
-                    for record in records:
-                        shown = decode_shown(record.value)
-                        if shown is None:
-                            self.metrics.records_skipped.labels("impressions").inc()
-                        else:
-                            self.hub.mark_shown(shown)
+                kind = DELIVERIES if tp.topic == self.deliveries_topic else IMPRESSIONS
+                ingest(
+                    self.hub,
+                    self.metrics,
+                    records,
+                    kind=kind,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                )
             self.hub.update_gauges()
             if not self.hub.caught_up.is_set():
                 await self._check_caught_up(consumer)
@@ -220,6 +213,58 @@ class Follower:
                     log.warning("Kafka unreachable (%s); waiting for it", reason)
                 self.problem = f"Kafka unreachable: cannot read the end offsets ({reason})"
             await asyncio.sleep(WATCH_SECONDS)
+
+
+class RecordLike(Protocol):
+    """What ``ingest`` reads of a consumed record (aiokafka's ConsumerRecord)."""
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def timestamp(self) -> int: ...
+
+
+def ingest(
+    hub: Hub,
+    metrics: GatewayMetrics,
+    records: Iterable[RecordLike],
+    *,
+    kind: str,
+    topic: str,
+    partition: int,
+) -> None:
+    """Feed the hub the records of one partition of `deliveries` or `impressions` (``kind``;
+    ``topic``: its full name).
+
+    A record that is no valid delivery or impression is skipped and counted. So is one that
+    makes decoding fail (a bug, or a record crafted to): logged with where it is, never its
+    value, it does not stop the gateway, which would meet it again at each start.
+    """
+    for record in records:
+        try:
+            if kind == DELIVERIES:
+                delivery = decode_delivery(record.value, partition, record.offset, record.timestamp)
+                if delivery is not None:
+                    hub.add_delivery(delivery)
+                    continue
+            else:
+                shown = decode_shown(record.value)
+                if shown is not None:
+                    hub.mark_shown(shown)
+                    continue
+        except Exception as error:  # any record, however made, is skipped
+            log.warning(
+                "skipped the record of %s partition %d offset %d: decoding it failed (%s)",
+                topic,
+                partition,
+                record.offset,
+                type(error).__name__,
+            )
+        metrics.records_skipped.labels(kind).inc()
 
 
 class KafkaPublisher:

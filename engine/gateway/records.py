@@ -1,7 +1,8 @@
 """Turn the records of `deliveries` and `impressions` into what the gateway holds.
 
 A record that does not decode, or a delivery that does not match its schema, is skipped
-(and counted by the caller): one bad record never stops the gateway.
+(and counted by the caller): one bad record never stops the gateway. The caller also skips
+a record whose decoding raises anyway (``kafka_io.ingest``).
 """
 
 from __future__ import annotations
@@ -51,9 +52,16 @@ def decode_delivery(
     except InvalidRecord:
         return None
     event_id = EventId(partition, offset)
+    # Written again, not spliced into the record's bytes: the body served is exactly what
+    # was validated (one value per key, on one line). orjson reads 1024 levels of nesting
+    # but writes 254: a record nested deeper is no delivery the worker could have written.
+    try:
+        written = orjson.dumps({**document, "event_id": str(event_id)})
+    except orjson.JSONEncodeError:
+        return None
     # orjson's output keeps the spare room of its growing buffer (about 4 KiB for a record
     # of 500 bytes): held for hours, a copy of the exact size is a tenth of the memory.
-    body = memoryview(orjson.dumps({**document, "event_id": str(event_id)})).tobytes()
+    body = memoryview(written).tobytes()
     held = Held(
         event_id=event_id,
         delivery_id=document["delivery_id"],

@@ -8,8 +8,11 @@ Each delivery is one event::
 
 with a ``: keep-alive`` comment line every 15 s. With ``Last-Event-ID`` (or
 ``?last_event_id=P-O``) the held deliveries after P-O are replayed first (see
-``rules.replay_after``); then the stream is live. A stream opened while the gateway still
-reads the topics' history waits (with keep-alives) until it has read it.
+``rules.replay_after``); then the stream is live. While the gateway still reads the
+topics' history, a stream is refused as /messages is (503 with Retry-After): an EventSource
+then fails, and the SDK reads /messages before it opens another. A stream ends when its
+token expires (a ``: token expired`` comment last), and when the gateway stops. A user holds
+at most MAX_STREAMS_PER_USER streams (429 past them).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 
 from aiohttp import hdrs, web
 
+from engine.gateway.api import require_caught_up
 from engine.gateway.context import GATEWAY, Gateway
 from engine.gateway.errors import ApiError
 from engine.gateway.hub import MAX_STREAMS_PER_USER
@@ -26,8 +30,8 @@ from engine.gateway.rules import EventId, Held, parse_event_id
 
 LAST_EVENT_ID = "Last-Event-ID"
 KEEPALIVE = b": keep-alive\n\n"
-# How often a stream waiting for the gateway to catch up checks whether it is stopping.
-_WAIT_STEP_SECONDS = 0.5
+# Written last on a stream whose token expired (a comment: browsers ignore it).
+TOKEN_EXPIRED = b": token expired\n\n"
 
 
 def event_bytes(held: Held) -> bytes:
@@ -48,66 +52,79 @@ def last_event_id(request: web.Request) -> EventId | None:
 
 
 async def get_stream(request: web.Request) -> web.StreamResponse:
-    """Stream the user's deliveries until the client leaves or the gateway stops."""
+    """Stream the user's deliveries until the client leaves, its token expires or the
+    gateway stops."""
     gateway = request.app[GATEWAY]
-    user_id = gateway.authorize(request, query_token=True)
+    claims = gateway.authorize_claims(request, query_token=True)
+    user_id = claims.user_id
     cursor = last_event_id(request)
-    if gateway.hub.streams_of(user_id) >= MAX_STREAMS_PER_USER:
+    # Like /messages: a stream opened now could replay nothing of what is pending (the
+    # client has no position yet), so the client reads /messages first, once this is over.
+    require_caught_up(gateway)
+    # The place is taken at once (not once the headers are sent): streams requested
+    # together cannot all pass the count.
+    if not gateway.hub.admit(user_id):
         raise ApiError(
             429,
             "rate_limited",
             f"this user has {MAX_STREAMS_PER_USER} streams open already",
             {hdrs.RETRY_AFTER: "5"},
         )
-    response = web.StreamResponse(
-        headers={
-            hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",
-            hdrs.CACHE_CONTROL: "no-store",
-            "X-Accel-Buffering": "no",  # nginx: pass events on at once
-        }
-    )
-    await response.prepare(request)
-    gateway.metrics.streams.inc()
     try:
-        if await _wait_caught_up(gateway, response):
-            await _serve(gateway, response, user_id, cursor)
-    except ConnectionError:
-        pass  # the client left: nothing to say to anyone
+        response = web.StreamResponse(
+            headers={
+                hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",
+                hdrs.CACHE_CONTROL: "no-store",
+                "X-Accel-Buffering": "no",  # nginx: pass events on at once
+            }
+        )
+        await response.prepare(request)
+        gateway.metrics.streams.inc()
+        try:
+            if not gateway.hub.closing:
+                await _serve(gateway, response, user_id, cursor, claims.accepted_until)
+        except ConnectionError:
+            pass  # the client left: nothing to say to anyone
+        finally:
+            gateway.metrics.streams.dec()
     finally:
-        gateway.metrics.streams.dec()
+        gateway.hub.release(user_id)
     return response
 
 
-async def _wait_caught_up(gateway: Gateway, response: web.StreamResponse) -> bool:
-    """Wait until the gateway read the topics' history; False if it stops meanwhile."""
-    hub = gateway.hub
-    last_write = time.monotonic()
-    while not hub.caught_up.is_set():
-        if hub.closing:
-            return False
-        try:
-            await asyncio.wait_for(hub.caught_up.wait(), _WAIT_STEP_SECONDS)
-        except TimeoutError:
-            if time.monotonic() - last_write >= gateway.keepalive_seconds:
-                await response.write(KEEPALIVE)
-                last_write = time.monotonic()
-    return not hub.closing
-
-
 async def _serve(
-    gateway: Gateway, response: web.StreamResponse, user_id: str, cursor: EventId | None
+    gateway: Gateway,
+    response: web.StreamResponse,
+    user_id: str,
+    cursor: EventId | None,
+    token_until: float,
 ) -> None:
+    """Write the replay, then each delivery as it comes, until the stream must end.
+
+    ``token_until`` (epoch seconds): when the gateway stops accepting the stream's token.
+    The stream ends then: the browser's reconnection with that token is refused (401), and
+    the SDK asks its getToken for a new one.
+    """
     hub = gateway.hub
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + (token_until - time.time())
     stream, replay = hub.open(user_id, cursor)
     try:
         for held in replay:
             await response.write(event_bytes(held))
             _sent(gateway, held)
         while True:
+            left = ends_at - loop.time()
+            if left <= 0:
+                await response.write(TOKEN_EXPIRED)
+                return
             try:
-                held_or_end = await asyncio.wait_for(stream.queue.get(), gateway.keepalive_seconds)
+                held_or_end = await asyncio.wait_for(
+                    stream.queue.get(), min(gateway.keepalive_seconds, left)
+                )
             except TimeoutError:
-                await response.write(KEEPALIVE)
+                if loop.time() < ends_at:
+                    await response.write(KEEPALIVE)
                 continue
             if held_or_end is None:
                 return  # the gateway is stopping, or this client fell too far behind

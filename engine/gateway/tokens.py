@@ -1,5 +1,8 @@
 """The app's tokens: JWTs naming the user (`sub`), short-lived (`exp`), checked here.
 
+A token whose `exp` is more than MAX_TOKEN_SECONDS (24 h) ahead is refused: a token is
+short-lived, and a stream ends when its token expires.
+
 HS256 with a shared secret (DECLIC_GATEWAY_TOKEN_SECRET), or RS256 / ES256 with the
 public keys of a JWKS file (DECLIC_GATEWAY_JWKS_FILE): exactly one of them. Any other
 algorithm, "none" included, is refused. ``aud`` is checked when
@@ -10,6 +13,7 @@ error message: the reasons say what is wrong, never what was given.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +29,20 @@ LEEWAY_SECONDS = 10
 MAX_SUBJECT_LENGTH = 256
 MAX_TOKEN_LENGTH = 8192
 DEMO_TOKEN_SECONDS = 600
+# The longest a token may be valid for from now (its `exp` ahead of the gateway's clock).
+MAX_TOKEN_SECONDS = 24 * 3600
 
 
 class TokenRefused(Exception):
     """Raise when a token is missing or invalid; the message says why, in plain words."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What an accepted token says: its user, and until when the gateway accepts it."""
+
+    user_id: str
+    accepted_until: float  # epoch seconds: `exp` plus the leeway
 
 
 class TokenChecker:
@@ -65,11 +79,16 @@ class TokenChecker:
 
     def user_of(self, token: str) -> str:
         """Return the token's `sub`; raise TokenRefused saying why it is not accepted."""
+        return self.check(token).user_id
+
+    def check(self, token: str) -> TokenClaims:
+        """Return the token's user and until when it is accepted; raise TokenRefused saying
+        why it is not accepted."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise TokenRefused("malformed token")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # DecodeError, and headers PyJWT refuses (kid, crit)
             raise TokenRefused("malformed token") from None
         algorithm = header.get("alg")
         allowed = HS_ALGORITHMS if self._secret is not None else JWKS_ALGORITHMS
@@ -102,7 +121,12 @@ class TokenChecker:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_LENGTH:
             raise TokenRefused(f"sub must be a user id of 1 to {MAX_SUBJECT_LENGTH} characters")
-        return subject
+        expires = int(claims["exp"])  # PyJWT checked it is a whole number
+        if expires > time.time() + MAX_TOKEN_SECONDS + LEEWAY_SECONDS:
+            raise TokenRefused(
+                f"token valid too long: exp is more than {MAX_TOKEN_SECONDS // 3600} h ahead"
+            )
+        return TokenClaims(subject, expires + LEEWAY_SECONDS)
 
     def _public_key(self, header: dict[str, Any]) -> Any:
         assert self._jwks is not None

@@ -20,13 +20,18 @@
  * WHAT IT DOES
  *
  *   1. GET  {gateway}/v1/users/{userId}/messages (Authorization: Bearer token): the pending
- *      messages, rendered oldest first.
+ *      messages, rendered oldest first. While this read fails for a reason that passes (a
+ *      gateway still starting answers 503, a busy one 429, or the network), it is tried
+ *      again, after pauses growing up to 30 s, before any stream is opened.
  *   2. EventSource {gateway}/v1/users/{userId}/stream?token=...&last_event_id=...: each new
  *      delivery as it is committed. The browser reconnects by itself after a drop (sending
  *      Last-Event-ID); when the stream fails for good (a gateway still starting answers
- *      503, an expired token 401) the SDK reads /messages again (refreshing the token with
- *      getToken on 401) and opens a new stream with ?last_event_id= the last id it saw,
- *      after pauses growing up to 30 s.
+ *      503; the gateway ends a stream when its token expires, and refuses it then: 401)
+ *      the SDK reads /messages again (refreshing the token with getToken on 401) and opens
+ *      a new stream with ?last_event_id= the last id it saw, after pauses growing up to
+ *      30 s. A stream opened before any message was seen is followed by a read of
+ *      /messages (what came before it); if that read fails, the SDK closes the stream and
+ *      starts over the same way.
  *   3. A delivery is shown at most once per connect(), whichever way it arrives; a delivery
  *      whose expires_at is past is never shown (and a shown one is removed when it expires).
  *   4. POST {gateway}/v1/interactions {delivery_id, kind, element, event_id, timestamp}:
@@ -86,6 +91,14 @@
       if (status !== undefined) this.status = status;
       if (detail !== undefined) this.detail = detail;
     }
+  }
+
+  // A failure that may pass by itself: the network, a rate limit, the gateway starting or down.
+  function transient(error) {
+    return (
+      error instanceof DeclicError &&
+      (error.code === "network" || error.status === 429 || (error.status || 0) >= 500)
+    );
   }
 
   function sleep(ms) {
@@ -491,6 +504,13 @@
       } catch (error) {
         this.report(error);
         if (this.fatal(error)) return this.stop();
+        if (transient(error)) {
+          // The gateway is starting (503), busy (429) or unreachable: a stream opened now
+          // would start live, without what is pending. Read again first, after a pause.
+          this.outage = true;
+          this.status = "reconnecting";
+          return this.scheduleReconnect(error.retryAfterMs);
+        }
       }
       this.openStream();
     }
@@ -627,10 +647,27 @@
       source.addEventListener("open", () => {
         if (this.source !== source) return;
         this.status = "open";
-        this.retryMs = FIRST_RETRY_MS;
-        this.outage = false;
-        // Without a position, the stream starts live: read what came before it.
-        if (!this.lastEventId) this.readPending().catch((error) => this.report(error));
+        if (this.lastEventId) {
+          this.settled();
+          return;
+        }
+        // Without a position, the stream starts live: read what came before it. If that
+        // read fails, what is pending would stay unseen: start over, reading first.
+        this.readPending().then(
+          () => {
+            if (this.source === source) this.settled();
+          },
+          (error) => {
+            if (this.source !== source) return;
+            this.report(error);
+            source.close();
+            this.source = null;
+            if (this.fatal(error)) return this.stop();
+            this.outage = true;
+            this.status = "reconnecting";
+            this.scheduleReconnect(error.retryAfterMs);
+          },
+        );
       });
       source.addEventListener("delivery", (event) => {
         if (this.source !== source) return;
@@ -655,6 +692,12 @@
           this.status = "connecting"; // the browser reconnects by itself, with Last-Event-ID
         }
       });
+    }
+
+    // The stream is open and what came before it read: the next outage starts with short pauses.
+    settled() {
+      this.retryMs = FIRST_RETRY_MS;
+      this.outage = false;
     }
 
     scheduleReconnect(minimumMs) {
@@ -838,9 +881,7 @@
           }
           return true;
         } catch (error) {
-          const transient =
-            error.code === "network" || error.code === "rate_limited" || (error.status || 0) >= 500;
-          if (!transient || attempt >= INTERACTION_ATTEMPTS || this.closed) {
+          if (!transient(error) || attempt >= INTERACTION_ATTEMPTS || this.closed) {
             this.report(error);
             return false;
           }

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,7 @@ import jwt
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.action_chains import ActionChains
@@ -38,7 +42,7 @@ from engine.bench.browser import AppServer, GatewayProcess
 from engine.core.deliveries import delivery_id as derive_delivery_id
 from engine.settings import Settings
 from engine.stream.tail import TopicTail, read_to_end
-from engine.stream.topics import partitions_of
+from engine.stream.topics import partitions_of, topic_specs
 from engine.worker_process import SECURITY, settings_environment
 from tests.integration.conftest import Harness
 from tests.offsets import group_lag
@@ -626,6 +630,68 @@ async def test_stream_reconnects_after_a_gateway_restart(
         if not gateway.running:  # the session's other tests need it
             gateway.start()
             gateway.wait_ready()
+
+
+async def _create_topics(settings: Settings, names: list[str]) -> None:
+    """Create these topics of ``settings`` (public names, like "deliveries")."""
+    wanted = {settings.topic(name) for name in names}
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    await admin.start()
+    try:
+        await admin.create_topics([spec for spec in topic_specs(settings) if spec.name in wanted])
+    finally:
+        await admin.close()
+
+
+def _health(gateway: GatewayProcess) -> tuple[int, Any]:
+    """Return the status and body of the gateway's /health, (0, reason) before it listens."""
+    try:
+        with urllib.request.urlopen(f"{gateway.base_url}/health", timeout=2) as reply:
+            return int(reply.status), json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+    except OSError as error:
+        return 0, str(error)
+
+
+async def test_a_page_opened_while_the_gateway_catches_up_shows_what_is_pending(
+    settings: Settings, browser: WebDriver, tmp_path: Path
+) -> None:
+    """A gateway that has not read its topics' history yet answers 503 to /messages and
+    /stream: a page loaded meanwhile opens no stream it would miss the pending messages
+    on, and shows them once the gateway caught up. The gateway here has topics of its own
+    and waits for its `impressions` topic, created once the page has tried (the page posts
+    its impression to `interactions`, there from the start)."""
+    own = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}late-"})
+    user = _id("user-l")
+    pending = _delivery(user, "Waiting while the gateway starts", expires_at=None)
+    await _create_topics(own, ["deliveries", "interactions"])
+    await _publish_deliveries(own, [pending])
+    gateway = GatewayProcess(own, tmp_path / "gateway.log", token_secret=secrets.token_hex(32))
+    gateway.start()
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while "waiting for the topics" not in str(
+            status := await asyncio.to_thread(_health, gateway)
+        ):
+            assert time.monotonic() < deadline, f"the gateway never waited for its topics: {status}"
+            await asyncio.sleep(0.1)
+        _instrument(browser)
+        await asyncio.to_thread(browser.get, f"{gateway.base_url}/demo?user={user}")
+        # The first read of /messages was refused (503): the SDK retries it, no stream yet.
+        await asyncio.to_thread(
+            _wait_status, browser, lambda s: s == "reconnecting", "reconnecting"
+        )
+        assert _page(browser, "window.__streams") == 0
+        await _create_topics(own, ["impressions"])
+        await asyncio.to_thread(
+            _visible, browser, f'[data-declic-delivery="{pending["delivery_id"]}"]'
+        )
+        await asyncio.to_thread(_wait_status, browser, lambda s: s == "open", "open")
+        assert _page(browser, "window.__shown") == {pending["delivery_id"]: 1}
+    finally:
+        await asyncio.to_thread(gateway.stop)
 
 
 async def test_stream_reconnects_with_a_new_token_and_shows_each_message_once(

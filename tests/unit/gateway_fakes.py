@@ -7,6 +7,10 @@ its middlewares and handlers are the real ones, served by aiohttp's test server.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +33,18 @@ from engine.gateway.tokens import TokenChecker, sign_token
 
 SECRET = "unit-test-secret-0123456789abcdef0123456789"
 NOW_MS = 1_796_000_000_000  # 2026-11-30
+
+
+def hs256_with_header(secret: str, header: dict[str, Any], payload: dict[str, Any]) -> str:
+    """Return an HS256 token whose header is exactly ``header`` (PyJWT refuses to write
+    some of the headers a client can send)."""
+
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing = f"{part(json.dumps(header).encode())}.{part(json.dumps(payload).encode())}"
+    signature = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return f"{signing}.{part(signature)}"
 
 
 @dataclass

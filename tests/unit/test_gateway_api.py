@@ -4,22 +4,32 @@ tokens, users, CORS, rate limits, messages, the stream and its resume, interacti
 from __future__ import annotations
 
 import asyncio
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import orjson
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.core.timestamps import format_timestamp
+from engine.gateway import sse
 from engine.gateway.hub import MAX_STREAMS_PER_USER
 from engine.gateway.sse import KEEPALIVE
 from engine.gateway.static import DEMO_FILE, SDK_FILE, sdk_dir
-from tests.unit.gateway_fakes import NOW_MS, SECRET, Rig, delivery_record, gateway_rig
+from tests.unit.gateway_fakes import (
+    NOW_MS,
+    SECRET,
+    Rig,
+    delivery_record,
+    gateway_rig,
+    hs256_with_header,
+)
 
 ORIGIN = "https://shop.example"
 
@@ -78,6 +88,25 @@ async def test_audience_is_checked_when_set() -> None:
         response = await rig.client.get(url, headers=bad)
         assert response.status == 401
         assert (await response.json())["detail"] == "wrong audience (aud)"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "HS256", "typ": "JWT", "kid": 123},
+        {"alg": "HS256", "typ": "JWT", "crit": ["x-unknown"], "x-unknown": 1},
+    ],
+    ids=["kid-not-a-string", "unknown-crit"],
+)
+async def test_crafted_token_headers_are_a_401(rig: Rig, header: dict[str, Any]) -> None:
+    now = int(time.time())
+    token = hs256_with_header(SECRET, header, {"sub": "u-1", "exp": now + 300})
+    for path in ("messages", "stream"):
+        response = await rig.client.get(
+            f"/v1/users/u-1/{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status == 401, path
+        assert await response.json() == {"error": "unauthorized", "detail": "malformed token"}
 
 
 # --- messages -----------------------------------------------------------------------------------
@@ -362,6 +391,15 @@ async def read_events(response: ClientResponse, count: int) -> list[dict[str, An
     return events
 
 
+async def wait_streams(rig: Rig, user_id: str, count: int) -> None:
+    """Wait (up to 5 s) until the user holds ``count`` registered streams: a delivery fed
+    from then on is pushed live on each."""
+    deadline = time.monotonic() + 5
+    while rig.gateway.hub.streams_of(user_id) != count:
+        assert time.monotonic() < deadline, f"{user_id} holds {rig.gateway.hub.streams_of(user_id)}"
+        await asyncio.sleep(0.005)
+
+
 async def test_the_stream_pushes_new_deliveries(rig: Rig) -> None:
     before = delivery_record("u-1", "e-0")
     rig.kafka.deliver(before)  # before the stream opened: not pushed (GET /messages has it)
@@ -369,7 +407,7 @@ async def test_the_stream_pushes_new_deliveries(rig: Rig) -> None:
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     record = delivery_record("u-1", "e-1")
-    await asyncio.sleep(0)  # the handler registers the stream
+    await wait_streams(rig, "u-1", 1)
     rig.kafka.deliver(delivery_record("u-2", "e-2"))  # another user's
     rig.kafka.deliver(record)
     [event] = await read_events(response, 1)
@@ -381,7 +419,7 @@ async def test_the_stream_pushes_new_deliveries(rig: Rig) -> None:
 
 async def test_the_stream_does_not_push_shown_or_expired_deliveries(rig: Rig) -> None:
     response = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
-    await asyncio.sleep(0)
+    await wait_streams(rig, "u-1", 1)
     shown = delivery_record("u-1", "e-1")
     rig.kafka.impression("u-1", shown["delivery_id"])  # read before its delivery
     rig.kafka.deliver(shown)
@@ -396,18 +434,19 @@ async def test_the_stream_does_not_push_shown_or_expired_deliveries(rig: Rig) ->
 async def test_resume_after_last_event_id_misses_nothing_and_repeats_nothing(rig: Rig) -> None:
     records = [delivery_record("u-1", f"e-{n}") for n in range(6)]
     first = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
-    await asyncio.sleep(0)
+    await wait_streams(rig, "u-1", 1)
     for record in records[:2]:
         rig.kafka.deliver(record)
     seen = await read_events(first, 2)
     assert [event["id"] for event in seen] == ["0-0", "0-1"]
     first.close()  # the connection drops; meanwhile two more are committed
+    await wait_streams(rig, "u-1", 0)
     for record in records[2:4]:
         rig.kafka.deliver(record)
     second = await rig.client.get(
         "/v1/users/u-1/stream", headers={**rig.auth("u-1"), "Last-Event-ID": seen[-1]["id"]}
     )
-    await asyncio.sleep(0)
+    await wait_streams(rig, "u-1", 1)
     for record in records[4:]:
         rig.kafka.deliver(record)
     resumed = await read_events(second, 4)
@@ -430,25 +469,58 @@ async def test_a_bad_last_event_id_is_a_400(rig: Rig) -> None:
     assert (await response.json())["error"] == "invalid_request"
 
 
-async def test_keep_alives_and_a_stream_opened_while_catching_up() -> None:
-    async with gateway_rig(caught_up=False, keepalive_seconds=0.05) as rig:
-        rig.kafka.deliver(delivery_record("u-1", "e-0"))
-        response = await rig.client.get(
-            "/v1/users/u-1/stream", headers={**rig.auth("u-1"), "Last-Event-ID": "0-0"}
-        )
+async def test_keep_alives() -> None:
+    async with gateway_rig(keepalive_seconds=0.05) as rig:
+        response = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
         assert response.status == 200
         line = await asyncio.wait_for(response.content.readline(), 5)
         assert line + await response.content.readline() == KEEPALIVE
-        rig.kafka.deliver(delivery_record("u-1", "e-1"))  # still catching up
-        rig.gateway.hub.caught_up.set()
+        rig.kafka.deliver(delivery_record("u-1", "e-1"))
         [event] = await read_events(response, 1)
-        assert event["id"] == "0-1"
+        assert event["id"] == "0-0"
         response.close()
+
+
+async def test_a_stream_opened_while_catching_up_is_a_503() -> None:
+    """As /messages: a stream opened then could replay nothing of what is pending (the
+    client has no position yet), and the client could not read /messages either."""
+    async with gateway_rig(caught_up=False) as rig:
+        rig.kafka.deliver(delivery_record("u-1", "e-0"))
+        response = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "2"
+        assert (await response.json())["error"] == "unavailable"
+        assert rig.gateway.hub.streams_of("u-1") == 0
+        rig.gateway.hub.caught_up.set()
+        resumed = await rig.client.get(
+            "/v1/users/u-1/stream", headers={**rig.auth("u-1"), "Last-Event-ID": "0-0"}
+        )
+        assert resumed.status == 200
+        await wait_streams(rig, "u-1", 1)
+        rig.kafka.deliver(delivery_record("u-1", "e-1"))
+        [event] = await read_events(resumed, 1)
+        assert event["id"] == "0-1"
+        resumed.close()
+
+
+async def test_a_stream_ends_when_its_token_expires(rig: Rig) -> None:
+    """The stream ends once the gateway would refuse its token (exp plus the leeway): the
+    browser's reconnection with it is refused (401), and the SDK asks getToken."""
+    # Expired 8 s ago: accepted for the 1 to 2 s left of the 10 s leeway.
+    expiring = jwt.encode({"sub": "u-1", "exp": int(time.time()) - 8}, SECRET)
+    response = await rig.client.get(f"/v1/users/u-1/stream?token={expiring}")
+    assert response.status == 200
+    await wait_streams(rig, "u-1", 1)
+    assert await asyncio.wait_for(response.content.read(), 5) == b": token expired\n\n"
+    assert rig.gateway.hub.streams_of("u-1") == 0
+    again = await rig.client.get(f"/v1/users/u-1/stream?token={expiring}")
+    assert again.status == 401
+    assert (await again.json())["detail"] == "token expired"
 
 
 async def test_stopping_ends_every_stream(rig: Rig) -> None:
     response = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
-    await asyncio.sleep(0)
+    await wait_streams(rig, "u-1", 1)
     rig.gateway.hub.close_all()
     assert await asyncio.wait_for(response.content.read(), 5) == b""
     assert rig.gateway.hub.stream_count == 0
@@ -548,16 +620,39 @@ async def test_a_user_holds_a_bounded_number_of_streams(rig: Rig) -> None:
     streams = []
     for _ in range(MAX_STREAMS_PER_USER):
         streams.append(await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1")))
-        await asyncio.sleep(0)
     assert all(stream.status == 200 for stream in streams)
-    for _ in range(100):  # each handler registers its stream once its headers are sent
-        if rig.gateway.hub.streams_of("u-1") == MAX_STREAMS_PER_USER:
-            break
-        await asyncio.sleep(0.01)
-    assert rig.gateway.hub.streams_of("u-1") == MAX_STREAMS_PER_USER
+    await wait_streams(rig, "u-1", MAX_STREAMS_PER_USER)
     refused = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
     assert refused.status == 429 and refused.headers["Retry-After"] == "5"
     other = await rig.client.get("/v1/users/u-2/stream", headers=rig.auth("u-2"))
     assert other.status == 200
     for stream in [*streams, other]:
         stream.close()
+
+
+async def test_streams_opened_at_once_are_bounded_too(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream takes its place when admitted, not once its headers are sent: streams
+    requested together cannot all pass the count."""
+
+    class SlowStart(web.StreamResponse):
+        async def prepare(self, request: web.BaseRequest) -> Any:
+            await asyncio.sleep(0.05)  # a client slow to take the headers
+            return await super().prepare(request)
+
+    monkeypatch.setattr(sse.web, "StreamResponse", SlowStart)
+    requests = [
+        rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
+        for _ in range(MAX_STREAMS_PER_USER + 2)
+    ]
+    responses = await asyncio.gather(*requests)
+    statuses = sorted(response.status for response in responses)
+    assert statuses == [200] * MAX_STREAMS_PER_USER + [429] * 2
+    await wait_streams(rig, "u-1", MAX_STREAMS_PER_USER)
+    for response in responses:
+        response.close()
+    await wait_streams(rig, "u-1", 0)
+    again = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
+    assert again.status == 200
+    again.close()

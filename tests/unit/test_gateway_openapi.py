@@ -185,6 +185,11 @@ async def _samples(rig: Rig) -> None:
     data = orjson.loads(lines[2].removeprefix(b"data: "))
     validate_component("Message", data)
     stream.close()
+    # While the gateway reads the topics' history, the stream is refused as /messages is.
+    rig.gateway.hub.caught_up.clear()
+    response = await rig.client.get("/v1/users/u-1/stream", headers=rig.auth("u-1"))
+    await check("/v1/users/{user_id}/stream", "get", 503, response)
+    rig.gateway.hub.caught_up.set()
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from engine.cli import main
 from engine.errors import ConfigError
 from engine.gateway.tokens import TokenChecker, TokenRefused, load_jwks, sign_token
 from engine.settings import load_settings
+from tests.unit.gateway_fakes import hs256_with_header
 
 SECRET = "a-secret-of-more-than-32-bytes-0123456789"
 
@@ -96,6 +97,26 @@ def test_refusals_never_hold_the_token_or_the_secret() -> None:
     ):
         reason = refused(checker, token)
         assert token not in reason and SECRET not in reason
+
+
+CRAFTED_HEADERS = [
+    {"alg": "HS256", "typ": "JWT", "kid": 123},
+    {"alg": "HS256", "typ": "JWT", "crit": ["x-unknown"], "x-unknown": 1},
+]
+
+
+@pytest.mark.parametrize("header", CRAFTED_HEADERS, ids=["kid-not-a-string", "unknown-crit"])
+def test_crafted_headers_are_refused(header: dict[str, Any]) -> None:
+    token = hs256_with_header(SECRET, header, claims())
+    assert refused(TokenChecker(secret=SECRET), token) == "malformed token"
+
+
+def test_a_token_valid_for_more_than_a_day_is_refused() -> None:
+    checker = TokenChecker(secret=SECRET)
+    now = int(time.time())
+    assert checker.user_of(jwt.encode(claims(exp=now + 23 * 3600), SECRET)) == "u-1"
+    reason = refused(checker, jwt.encode(claims(exp=now + 25 * 3600), SECRET))
+    assert reason == "token valid too long: exp is more than 24 h ahead"
 
 
 # --- JWKS -----------------------------------------------------------------------------------
