@@ -139,6 +139,11 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """Return the child's process id while it runs, else None."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Return whether the child process is alive."""
         return self._process is not None and self._process.poll() is None

@@ -53,7 +53,7 @@ MAKEFILE = REPO / "Makefile"
 KAFKA_SH = REPO / "deploy" / "local" / "kafka.sh"
 # Files whose DECLIC_* variables a user may set besides the settings: the scripts.
 SCRIPTS = (MAKEFILE, *sorted((REPO / "deploy" / "local").glob("*.sh")), *(REPO / ".ci").iterdir())
-HOT_PATH = REPO / "engine" / "bench" / "hot_path.py"
+BENCH = REPO / "engine" / "bench"
 
 SHELL_BLOCKS = frozenset({"sh", "bash", "shell", "zsh"})
 # Blocks whose command lines start with "$ " (the rest is output); unlabelled blocks too.
@@ -80,8 +80,8 @@ RECORD_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
 # Commands of other tools the README shows: their flags are theirs, not declic's. kafka.sh
 # passes its arguments to Kafka's own tools (`kafka.sh topics --list`).
 FOREIGN_COMMANDS = frozenset({"kafka-acls.sh", "kafka.sh", "curl"})
-# `python -m engine.bench.hot_path` has a parser of its own, inside its main().
-HOT_PATH_MODULE = "engine.bench.hot_path"
+# `python -m engine.bench.X` (hot_path, gateway_memory, ...) has a parser of its own.
+BENCH_MODULE = "engine.bench."
 
 _VARIABLE = re.compile(r"\bDECLIC_[A-Z0-9][A-Z0-9_]*")
 _SUFFIX = re.compile(r"_[A-Z][A-Z0-9_]*")
@@ -152,9 +152,15 @@ def kafka_sh_commands() -> set[str]:
     return {word.strip() for pattern in patterns for word in pattern.split("|")}
 
 
-def hot_path_flags() -> set[str]:
-    calls = re.findall(r"add_argument\(\s*((?:\"-[^\"]*\",\s*)+)", HOT_PATH.read_text())
-    return {flag for call in calls for flag in re.findall(r"\"(-[^\"]*)\"", call)}
+def bench_flags(module: str) -> set[str]:
+    """Return the flags `python -m engine.bench.X` defines (read from its source: its
+    parser may be built inside its main()); none for a module that does not exist."""
+    path = BENCH / f"{module.removeprefix(BENCH_MODULE)}.py"
+    if not path.is_file():
+        return set()
+    calls = re.findall(r"add_argument\(\s*((?:\"-[^\"]*\",\s*)+)", path.read_text())
+    flags = {flag for call in calls for flag in re.findall(r"\"(-[^\"]*)\"", call)}
+    return flags | {"-h", "--help"}  # argparse's own
 
 
 def code_metrics() -> dict[str, str]:
@@ -495,8 +501,9 @@ def check_flags(markdown: str) -> list[str]:
         if words and Path(words[0]).name in FOREIGN_COMMANDS:
             continue
         owner, known = "declic", declic_flags
-        if HOT_PATH_MODULE in words[:3]:
-            owner, known = HOT_PATH_MODULE, hot_path_flags()
+        bench = next((word for word in words[:3] if word.startswith(BENCH_MODULE)), None)
+        if bench is not None:
+            owner, known = bench, bench_flags(bench)
         for match in flags:
             flag, ellipsis = match.groups()
             if flag in known if not ellipsis else any(name.startswith(flag) for name in known):
@@ -841,10 +848,16 @@ def test_an_unknown_flag_is_reported() -> None:
     assert _reported(check_flags("Use --no-such-flag to go faster.\n"), "--no-such-flag")
     assert check_flags("Each has its `--help`, `--dry-run` and `--kafka-…` flags.\n") == []
     assert _reported(check_flags("Each has its `--kafak-…` flag.\n"), "--kafak-…")
-    # The flags of other tools are theirs; hot_path's come from its own parser.
+    # The flags of other tools are theirs; a bench module's come from its own parser.
     assert check_flags("`kafka-acls.sh --add --operation Write`\n") == []
     assert check_flags("`python -m\nengine.bench.hot_path --engagements N --profile`\n") == []
     assert _reported(check_flags("`engine.bench.hot_path --profiel`\n"), "--profiel")
+    assert check_flags("`python -m engine.bench.gateway_streams --streams 10`\n") == []
+    assert check_flags("`python -m engine.bench.gateway_streams --help`\n") == []
+    assert _reported(
+        check_flags("`python -m engine.bench.gateway_memory --streams`\n"), "--streams"
+    )
+    assert _reported(check_flags("`python -m engine.bench.no_such --users 1`\n"), "--users")
     assert _reported(
         check_flags("```sh\ncurl -s x | python -m engine.bench.hot_path --x\n```"), "--x"
     )
