@@ -1,8 +1,10 @@
-"""Ending a child process (a worker, a gateway) the way a supervisor would."""
+"""Child processes (a worker, a gateway): a port for each, and ending them the way a
+supervisor would."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 
 KILL_WAIT_SECONDS = 30.0
@@ -22,3 +24,10 @@ def end_child(
             process.kill()
             process.wait(KILL_WAIT_SECONDS)
     return process.returncode
+
+
+def free_port() -> int:
+    """Return a TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from engine.child_process import end_child
+from engine.child_process import end_child, free_port
 from engine.errors import DeclicError
 from engine.settings import Settings
 from engine.worker_process import SECURITY, settings_environment
@@ -33,13 +32,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # What a gateway child inherits from its parent's settings, as DECLIC_* variables.
 GATEWAY_INHERITED = ("kafka_bootstrap", "app_id", "topic_prefix", *SECURITY)
-
-
-def free_port() -> int:
-    """Return a TCP port free on 127.0.0.1 now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def browser_missing() -> str | None:

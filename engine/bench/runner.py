@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from engine.admin.engagements import apply_engagements
 from engine.app import faust_broker_url
 from engine.bench import kafka_io, measure
 from engine.bench.workload import EVENT_TOPICS, EventSource, engagements, profiles
+from engine.child_process import free_port
 from engine.settings import Settings
 from engine.stream.topics import ensure_topics
 from engine.worker_process import WorkerProcess, settings_environment
@@ -43,12 +43,6 @@ class BenchOptions:
     keep_topics: bool = False
     workers: int = 1
     diagnose_clients: int = 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _note(text: str) -> None:
@@ -196,7 +190,7 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
             "topic_prefix": prefix,
             "partitions": options.partitions,
             "data_dir": work_dir / "data",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "worker_id": f"{prefix}worker",
         }
     )
@@ -288,7 +282,7 @@ def _worker_settings(settings: Settings, number: int, count: int) -> Settings:
     return settings.model_copy(
         update={
             "data_dir": settings.data_dir / f"worker-{number}",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "worker_id": f"{settings.worker_id}-{number}",
         }
     )

@@ -43,10 +43,10 @@ from engine.bench.browser import (
     AppServer,
     GatewayProcess,
     browser_missing,
-    free_port,
     start_chromium,
 )
 from engine.bench.measure import percentile
+from engine.child_process import free_port
 from engine.errors import DeclicError
 from engine.log_setup import configure_command_logging
 from engine.settings import Settings, load_settings

@@ -21,9 +21,9 @@ from engine.bench.browser import (
     AppServer,
     GatewayProcess,
     browser_missing,
-    free_port,
     start_chromium,
 )
+from engine.child_process import free_port
 from engine.settings import Settings, load_settings
 from engine.worker_process import WorkerProcess
 

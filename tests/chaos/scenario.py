@@ -21,13 +21,13 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.admin.engagements import apply_engagements
+from engine.child_process import free_port
 from engine.settings import load_settings
 from engine.stream.topics import ensure_topics
 from engine.worker_process import WorkerProcess
 from tests.chaos.conftest import Cluster
 from tests.chaos.load import CART, VISIT, ImpressionApp, LagSampler, Publisher
 from tests.chaos.referee import referee
-from tests.integration.conftest import _free_port
 from tests.offsets import group_lag
 
 REPORT_DIR = Path(__file__).resolve().parents[2] / ".run" / "chaos"
@@ -71,7 +71,7 @@ class Scenario:
         settings = self.settings.model_copy(
             update={
                 "worker_id": f"{self.settings.topic_prefix}w{n}",
-                "web_port": _free_port(),
+                "web_port": free_port(),
                 "data_dir": tmp / f"worker-{n}",
             }
         )

@@ -22,18 +22,13 @@ from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.admin.engagements import EngagementRejected, apply_engagements, change_status
+from engine.child_process import free_port
 from engine.settings import Settings, load_settings
 from engine.stream.tail import TopicTail, read_to_end
 from engine.stream.topics import ensure_topics, partitions_of
 from engine.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _broker_reachable(bootstrap: str) -> bool:
@@ -71,7 +66,7 @@ def settings(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settin
             "topic_prefix": f"it-{run}-",
             "partitions": 2,
             "data_dir": tmp_path_factory.mktemp("declic") / "data",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "worker_id": f"it-{run}-1",
             "checkpoint_interval_seconds": 0.1,
             "stats_interval_seconds": 1,

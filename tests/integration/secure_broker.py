@@ -20,8 +20,8 @@ from typing import Any
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from engine.child_process import free_port
 from engine.settings import Settings, load_settings
-from tests.integration.conftest import _free_port
 from tests.integration.test_resilience import BROKER_SECONDS, KAFKA_SH, _port_pair
 
 MECHANISM = "SCRAM-SHA-512"
@@ -97,9 +97,9 @@ class SecureBroker:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.port = _port_pair()  # PLAINTEXT; the controller listens on port + 1
-        self.sasl_port = _free_port()
+        self.sasl_port = free_port()
         while self.sasl_port in (self.port, self.port + 1):
-            self.sasl_port = _free_port()
+            self.sasl_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.sasl_port}"
         # Distinctive values: the tests grep every output for them.
         self.passwords = {user: f"pw-{user}-{secrets.token_hex(12)}" for user in USERS}

@@ -15,11 +15,12 @@ import pytest
 
 from engine.admin.diagnose import diagnose
 from engine.admin.diagnose_cache import DIAGNOSE_CACHE_SECONDS
+from engine.child_process import free_port
 from engine.cli import main
 from engine.core.timestamps import parse_timestamp
 from engine.stats.reader import read_stats
 from engine.worker_process import WorkerProcess
-from tests.integration.conftest import Harness, _free_port
+from tests.integration.conftest import Harness
 from tests.integration.test_engine import _custom, _engagement, _id
 
 pytestmark = pytest.mark.integration
@@ -188,7 +189,7 @@ async def test_figures_add_up_across_two_workers(
         settings.model_copy(
             update={
                 "worker_id": f"{settings.worker_id}-second",
-                "web_port": _free_port(),
+                "web_port": free_port(),
                 "data_dir": tmp_path_factory.mktemp("second") / "data",
             }
         ),

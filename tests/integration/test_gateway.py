@@ -10,25 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from engine.child_process import end_child
+from engine.bench.browser import GatewayProcess
 from engine.core.timestamps import parse_timestamp
 from engine.gateway.tokens import sign_token
-from engine.settings import Settings
 from engine.stream.tail import TopicTail
-from engine.worker_process import SECURITY, settings_environment
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
@@ -38,77 +33,6 @@ DEADLINE_SECONDS = 45.0
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class GatewayChild:
-    """`python -m engine.cli gateway` on a free port, with an HS256 secret of its own."""
-
-    def __init__(self, settings: Settings, log_path: Path, secret: str) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.secret = secret
-        self.port = _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = settings_environment(
-            self.settings, ("kafka_bootstrap", "app_id", "topic_prefix", *SECURITY)
-        )
-        env.update(
-            DECLIC_GATEWAY_TOKEN_SECRET=self.secret,
-            DECLIC_GATEWAY_PORT=str(self.port),
-            # Every line a gateway can log, access lines included: none may hold a token.
-            DECLIC_LOG_LEVEL="DEBUG",
-        )
-        self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "gateway"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        """Wait until /health answers 200: caught up on the topics."""
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        last = "no answer"
-        while time.monotonic() < deadline:
-            assert self._process is not None and self._process.poll() is None, (
-                f"the gateway exited; see {self.log_path}"
-            )
-            try:
-                async with session.get(f"{self.url}/health") as response:
-                    if response.status == 200:
-                        return
-                    last = await response.text()
-            except aiohttp.ClientError as error:
-                last = str(error)
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"gateway not ready: {last}; see {self.log_path}")
-
-    def stop(self) -> int | None:
-        """SIGTERM; return the exit status."""
-        process = self._process
-        if process is None:
-            return None
-        status = end_child(process)
-        self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return status
 
 
 class SseReader:
@@ -228,12 +152,19 @@ async def test_gateway_end_to_end(
     bearer_c = {"Authorization": f"Bearer {token_c}"}
     deliveries = await harness.tail("deliveries")
     impressions = await harness.tail("impressions")
-    gateway = GatewayChild(harness.settings, tmp_path / "gateway.log", secret)
+    # Every line a gateway can log, access lines included: none may hold a token.
+    gateway = GatewayProcess(
+        harness.settings,
+        tmp_path / "gateway.log",
+        secret,
+        demo=False,
+        variables={"DECLIC_LOG_LEVEL": "DEBUG"},
+    )
     gateway.start()
     stream: SseReader | None = None
     try:
-        await gateway.wait_ready(session)
-        stream_url = f"{gateway.url}/v1/users/{user_a}/stream"
+        await asyncio.to_thread(gateway.wait_ready, DEADLINE_SECONDS)
+        stream_url = f"{gateway.base_url}/v1/users/{user_a}/stream"
         response = await session.get(stream_url, params={"token": token_a})
         assert response.status == 200
         stream = SseReader(response)
@@ -246,7 +177,9 @@ async def test_gateway_end_to_end(
         )
         assert pushed["event"] == "delivery"
         assert pushed["data"] == {**delivered, "event_id": pushed["id"]}
-        async with session.get(f"{gateway.url}/v1/users/{user_a}/messages", headers=bearer_a) as r:
+        async with session.get(
+            f"{gateway.base_url}/v1/users/{user_a}/messages", headers=bearer_a
+        ) as r:
             listed = await r.json()
         assert listed == {
             "user_id": user_a,
@@ -258,14 +191,14 @@ async def test_gateway_end_to_end(
         delivery_id = delivered["delivery_id"]
         for kind in ("impression", "click"):
             async with session.post(
-                f"{gateway.url}/v1/interactions",
+                f"{gateway.base_url}/v1/interactions",
                 json={"delivery_id": delivery_id, "kind": kind, "element": None},
                 headers=bearer_a,
             ) as r:
                 assert r.status == 202, await r.text()
             if kind == "impression":
                 async with session.get(
-                    f"{gateway.url}/v1/users/{user_a}/messages", headers=bearer_a
+                    f"{gateway.base_url}/v1/users/{user_a}/messages", headers=bearer_a
                 ) as r:
                     assert (await r.json())["messages"] == []
         joined = await _records(
@@ -278,7 +211,7 @@ async def test_gateway_end_to_end(
         # A's token on B's paths.
         for path in ("messages", "stream"):
             async with session.get(
-                f"{gateway.url}/v1/users/{user_b}/{path}", headers=bearer_a
+                f"{gateway.base_url}/v1/users/{user_b}/{path}", headers=bearer_a
             ) as r:
                 assert r.status == 403
                 assert (await r.json())["error"] == "forbidden"
@@ -291,7 +224,7 @@ async def test_gateway_end_to_end(
         missed = [await events.send(user_a) for _ in range(2)]
         await _records(deliveries, lambda rs: set(missed) <= {r["trigger_event_id"] for r in rs})
         gateway.start()
-        await gateway.wait_ready(session)
+        await asyncio.to_thread(gateway.wait_ready, DEADLINE_SECONDS)
         response = await session.get(
             stream_url, params={"token": token_a}, headers={"Last-Event-ID": last_seen}
         )
@@ -319,12 +252,14 @@ async def test_gateway_end_to_end(
         while time.time() * 1000 <= expires_ms:  # the delivery's own expiry, one second
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        async with session.get(f"{gateway.url}/v1/users/{user_c}/messages", headers=bearer_c) as r:
+        async with session.get(
+            f"{gateway.base_url}/v1/users/{user_c}/messages", headers=bearer_c
+        ) as r:
             body = await r.json()
         assert [m["trigger_event_id"] for m in body["messages"]] == [first_c]
         [first_c_record] = body["messages"]
         response = await session.get(
-            f"{gateway.url}/v1/users/{user_c}/stream",
+            f"{gateway.base_url}/v1/users/{user_c}/stream",
             params={"token": token_c, "last_event_id": first_c_record["event_id"]},
         )
         stream_c = SseReader(response)
@@ -333,7 +268,7 @@ async def test_gateway_end_to_end(
         assert only["data"]["trigger_event_id"] == marker
         await stream_c.close()
 
-        async with session.get(f"{gateway.url}/metrics") as r:
+        async with session.get(f"{gateway.base_url}/metrics") as r:
             metrics = await r.text()
         assert "declic_gateway_messages_pushed_total" in metrics
     finally:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from engine.child_process import free_port
 from engine.settings import Settings
 from engine.worker_process import WorkerProcess
 from tests.integration.conftest import Harness
@@ -64,12 +64,6 @@ PARSE_ONLY_RECORDS = {
 }
 
 SERIES_WAIT_SECONDS = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _fail_or_skip(reason: str) -> None:
@@ -140,7 +134,7 @@ class Prometheus:
     """A Prometheus server of our own, and a small client for its HTTP API."""
 
     def __init__(self, binary: str, directory: Path, target: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.target = target
         self.log_path = directory / "prometheus.log"

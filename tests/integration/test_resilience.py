@@ -23,11 +23,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from engine.child_process import free_port
 from engine.schemas import validator
 from engine.settings import Settings, load_settings
 from engine.stream.tail import TopicTail, read_to_end
 from engine.worker_process import WorkerProcess
-from tests.integration.conftest import Harness, _free_port
+from tests.integration.conftest import Harness
 from tests.integration.test_engine import _custom, _engagement, _id
 from tests.offsets import group_lag
 
@@ -157,7 +158,7 @@ async def test_a_rejected_record_near_1_mb_becomes_a_truncated_dead_letter_and_d
 def _port_pair() -> int:
     """Return a free port P whose next port (the controller's) is free too."""
     while True:
-        port = _free_port()
+        port = free_port()
         with socket.socket() as probe, contextlib.suppress(OSError):
             probe.bind(("127.0.0.1", port + 1))
             return port
@@ -218,7 +219,7 @@ def _worker_settings(bootstrap: str, tmp_path: Path, **overrides: Any) -> Settin
             "topic_prefix": f"res-{run}-",
             "partitions": 2,
             "data_dir": tmp_path / "data",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "worker_id": f"res-{run}-1",
             "checkpoint_interval_seconds": 0.1,
             "author": "integration-tests",

@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
+from engine.child_process import free_port
 from engine.worker_process import WorkerProcess
-from tests.integration.conftest import Harness, _free_port
+from tests.integration.conftest import Harness
 from tests.integration.test_engine import _custom, _engagement, _id
 
 pytestmark = pytest.mark.integration
@@ -126,7 +127,7 @@ async def test_worker_exits_non_zero_when_its_state_cannot_open(
         update={
             "topic_prefix": f"{run}-",
             "worker_id": f"{run}-worker",
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "data_dir": tmp_path_factory.mktemp("broken-data"),
         }
     )

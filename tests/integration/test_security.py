@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 import pytest
 
+from engine.child_process import free_port
 from engine.settings import Settings
 from engine.stream.tail import TopicTail
 from engine.worker_process import SECURITY, WorkerProcess, settings_environment
-from tests.integration.conftest import _free_port
 from tests.integration.secure_broker import SecureBroker
 from tests.integration.test_resilience import KAFKA_SH
 
@@ -79,7 +79,7 @@ def _settings(
         app_id=APP_ID,
         partitions=2,
         data_dir=tmp_path / f"data-{user}",
-        web_port=_free_port(),
+        web_port=free_port(),
         worker_id=f"{PREFIX}{user}",
         checkpoint_interval_seconds=0.1,
         stats_interval_seconds=1,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine.child_process import free_port
+
 SECRET = "process-test-secret-0123456789abcdef-0123"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _health(port: int) -> tuple[int, dict[str, object]] | None:
@@ -35,7 +30,7 @@ def _health(port: int) -> tuple[int, dict[str, object]] | None:
 
 
 def test_waits_for_kafka_saying_so_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DECLIC_KAFKA_BOOTSTRAP": "127.0.0.1:1",  # nothing listens: refused
