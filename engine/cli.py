@@ -25,6 +25,7 @@ from engine.log_setup import configure_command_logging, quiet_libraries
 
 log = logging.getLogger("declic")
 
+# The examples ending each command's --help (tests/unit/test_cli.py parses them).
 _EXAMPLES = {
     "worker": """examples:
   declic worker --worker-id worker-1 --web-port 6066
@@ -47,11 +48,6 @@ _EXAMPLES = {
   declic gateway --gateway-jwks-file /etc/declic/app-keys.jwks --gateway-port 8080
   DECLIC_GATEWAY_TOKEN_SECRET=... declic gateway --demo --gateway-port 6080""",
 }
-
-
-def epilog(name: str) -> str:
-    """Return the examples ending a command's --help."""
-    return _EXAMPLES[name]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an engine worker",
         description="Run an engine worker: consume the input topics, produce deliveries and "
         "impressions, serve /metrics and /health. Stop with SIGTERM or Ctrl-C.",
-        epilog=epilog("worker"),
+        epilog=_EXAMPLES["worker"],
     )
     worker.set_defaults(handler=_cmd_worker)
 
@@ -89,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create every topic Declic uses, if missing: the input topics, deliveries, "
         "impressions, conversions, dead-letters and the state changelog with DECLIC_PARTITIONS "
         "partitions; engagements, engagement-changelog and engagement-stats with one.",
-        epilog=epilog("topics"),
+        epilog=_EXAMPLES["topics"],
     )
     topics.set_defaults(handler=_cmd_topics)
 
@@ -103,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "impressions and changes since launch, with verdicts ranked by how many impressions "
         "they explain. Figures come from what the workers publish (every "
         "DECLIC_STATS_INTERVAL_SECONDS).",
-        epilog=epilog("diagnose"),
+        epilog=_EXAMPLES["diagnose"],
     )
     diagnose.add_argument("engagement_id", metavar="ENGAGEMENT", nargs="?")
     diagnose.add_argument(
@@ -126,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish an NDJSON file to an input topic",
         description="Publish one JSON record per line to an input topic, keyed by user_id. "
         "Every line is checked against the topic's schema first; one bad line refuses the file.",
-        epilog=epilog("publish"),
+        epilog=_EXAMPLES["publish"],
     )
     publish.add_argument(
         "topic", choices=PUBLISHABLE, metavar="TOPIC", help=f"one of: {', '.join(PUBLISHABLE)}"
@@ -145,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the example end to end",
         description="Apply the example engagements, start a worker, publish a sample event "
         "stream and interactions, and print what the engine produced.",
-        epilog=epilog("demo"),
+        epilog=_EXAMPLES["demo"],
     )
     demo.add_argument(
         "--users", type=int, default=200, metavar="N", help="users in the sample stream"
@@ -169,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(/sdk/declic.js), /health and /metrics. Tokens are checked with the HS256 key in "
         "DECLIC_GATEWAY_TOKEN_SECRET (a variable only) or the public keys of "
         "DECLIC_GATEWAY_JWKS_FILE: exactly one. Stop with SIGTERM or Ctrl-C.",
-        epilog=epilog("gateway"),
+        epilog=_EXAMPLES["gateway"],
     )
     gateway.add_argument(
         "--demo",

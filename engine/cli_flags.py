@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,8 +329,3 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         hint = f"; did you mean {closest[0]}?" if closest else ""
         warnings.append(f"{name} is not a Declic setting, ignored{hint}")
     return warnings
-
-
-def flags_of(kinds: Iterable[str]) -> set[str]:
-    """Return every setting flag of some kinds of command (for tests and docs)."""
-    return {SETTING_FLAGS[field].flag for kind in kinds for field in COMMAND_SETTINGS[kind]}
