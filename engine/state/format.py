@@ -24,6 +24,10 @@ would misread, or that this code could not tell apart from today's):
    regenerate them): the tests prove every later format still reads them. Add one for
    the new format, written by the new code.
 
+A new optional field that older workers ignore and this code reads as its default when
+missing needs no bump (a bump would stop rolling upgrades): list it in
+``ADDITIVE_FIELDS``, by key prefix, so that the pinned-fixture test knows it.
+
 A downgrade does not work once newer values were written: the older worker refuses them
 with ``StateFormatError`` ("stored state format N is newer than format M, ...") when it
 recovers the changelog or reads its store, instead of misreading them. Workers from
@@ -54,6 +58,11 @@ def _format_0_to_1(key: bytes, payload: Payload) -> Payload:
     """Format 1 only added the header: the payload is unchanged."""
     return payload
 
+
+# Fields added to a kind of value (by key prefix) without a format bump: older workers
+# ignore them, this code reads a value without them as their default. Figures (``s:``):
+# ``activity_hours``, the console's last 24 hours.
+ADDITIVE_FIELDS: Final[dict[bytes, tuple[str, ...]]] = {b"s:": ("activity_hours",)}
 
 # Step from format n to format n + 1, for every n below CURRENT_FORMAT.
 MIGRATIONS: dict[int, Migration] = {0: _format_0_to_1}

@@ -16,6 +16,9 @@ from typing import Any
 HOUR_MS = 3_600_000
 KEPT_HOURS = 24 * 7
 VARIANT_FIELDS = ("deliveries", "impressions", "clicks", "conversions")
+# Activity (VARIANT_FIELDS by the hour the worker counted them) kept for the console's
+# last-24-hours columns and trend: a day and the hour under way.
+ACTIVITY_HOURS = 25
 
 
 @dataclass(slots=True)
@@ -30,6 +33,8 @@ class EngagementCounts:
     trigger_hours: Counter[int] = field(default_factory=Counter)
     segment: dict[str, int] | None = None
     unseen_deliveries: int = 0
+    # Epoch hour of counting -> VARIANT_FIELDS over every variant (not the control's).
+    activity_hours: dict[int, Counter[str]] = field(default_factory=dict)
 
     def variant(self, name: str) -> Counter[str]:
         """Return the counters of one variant."""
@@ -38,11 +43,24 @@ class EngagementCounts:
             counters = self.variants[name] = Counter()
         return counters
 
+    def count_activity(self, now_ms: int, name: str, count: int) -> None:
+        """Count ``count`` of ``name`` (one of VARIANT_FIELDS) in the hour of ``now_ms``."""
+        if not count:
+            return
+        hour = now_ms // HOUR_MS
+        counters = self.activity_hours.get(hour)
+        if counters is None:
+            counters = self.activity_hours[hour] = Counter()
+        counters[name] += count
+
     def prune(self, now_ms: int) -> None:
-        """Forget trigger hours older than a week."""
+        """Forget trigger hours older than a week, activity older than ACTIVITY_HOURS."""
         oldest = now_ms // HOUR_MS - KEPT_HOURS
         for hour in [hour for hour in self.trigger_hours if hour < oldest]:
             del self.trigger_hours[hour]
+        oldest_activity = now_ms // HOUR_MS - ACTIVITY_HOURS + 1
+        for hour in [hour for hour in self.activity_hours if hour < oldest_activity]:
+            del self.activity_hours[hour]
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the figures in the published form."""
@@ -61,6 +79,9 @@ class EngagementCounts:
             "trigger_hours": {str(hour): count for hour, count in self.trigger_hours.items()},
             "segment": self.segment,
             "unseen_deliveries": self.unseen_deliveries,
+            "activity_hours": {
+                str(hour): dict(counters) for hour, counters in self.activity_hours.items()
+            },
         }
 
     @classmethod
@@ -77,6 +98,10 @@ class EngagementCounts:
             ),
             segment=data.get("segment"),
             unseen_deliveries=int(data.get("unseen_deliveries", 0)),
+            activity_hours={
+                int(hour): Counter(counters)
+                for hour, counters in data.get("activity_hours", {}).items()
+            },
         )
 
 
@@ -95,6 +120,8 @@ def summed(engagement_id: str, parts: Iterable[dict[str, Any]], threshold_s: int
         total.control_conversions += counts.control_conversions
         total.trigger_hours.update(counts.trigger_hours)
         total.unseen_deliveries += counts.unseen_deliveries
+        for hour, counters in counts.activity_hours.items():
+            total.activity_hours.setdefault(hour, Counter()).update(counters)
         if counts.segment is not None:
             segment_times.append(counts.segment.pop("computed_at_ms", 0))
             segment.update(counts.segment)

@@ -78,17 +78,22 @@ class PartitionStats:
             counts.since_ms = min(counts.since_ms, hour * HOUR_MS)
         for (engagement_id, variant, test), count in tally.deliveries.items():
             if test == "false":
-                self._of(engagement_id, now_ms).variant(variant)["deliveries"] += count
+                counts = self._of(engagement_id, now_ms)
+                counts.variant(variant)["deliveries"] += count
+                counts.count_activity(now_ms, "deliveries", count)
         for (engagement_id, variant, kind, first, test), count in tally.impressions.items():
             if first == "true" and test == "false" and kind in ("impression", "click"):
                 field = "impressions" if kind == "impression" else "clicks"
-                self._of(engagement_id, now_ms).variant(variant)[field] += count
+                counts = self._of(engagement_id, now_ms)
+                counts.variant(variant)[field] += count
+                counts.count_activity(now_ms, field, count)
         for (engagement_id, variant), count in tally.conversions.items():
             counts = self._of(engagement_id, now_ms)
             if variant == CONTROL:
                 counts.control_conversions += count
             else:
                 counts.variant(variant)["conversions"] += count
+                counts.count_activity(now_ms, "conversions", count)
 
     def begin_publication(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> None:
         """Start measuring segments and unseen deliveries; ``advance`` does the work."""

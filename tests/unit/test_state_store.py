@@ -321,10 +321,20 @@ def test_the_current_code_still_writes_what_the_pinned_fixture_holds(tmp_path: P
     )
     pinned = PartitionStore(tmp_path / "pinned")
     pinned.write(_load("format-1.jsonl"), 1)
-    assert [(key, orjson.loads(state_format.decode(value, key))) for key, value in written] == [
-        (key, orjson.loads(value)) for key, value in pinned.items()
-    ]
+    # Fields added since without a bump (older values are read without them) aside.
+    assert [
+        (key, _without_additive(key, state_format.decode(value, key))) for key, value in written
+    ] == [(key, orjson.loads(value)) for key, value in pinned.items()]
     pinned.close()
+
+
+def _without_additive(key: bytes, payload: Payload) -> object:
+    data = orjson.loads(payload)
+    for prefix, names in state_format.ADDITIVE_FIELDS.items():
+        if key.startswith(prefix):
+            for name in names:
+                data.pop(name)  # the current code writes every additive field
+    return data
 
 
 def _rename_user_attributes(key: bytes, payload: Payload) -> Payload:
