@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.admin.engagements import read_catalog
 from engine.admin.history import read_history
+from engine.core.timestamps import parse_timestamp
 from engine.diagnose.report import Report, build_report
 from engine.settings import Settings
 from engine.stats.reader import read_stats
@@ -42,9 +43,15 @@ def report_from(
     unseen_delivery_seconds: int,
 ) -> Report:
     """Return the report of one engagement, built from ``snapshot``."""
+    figures = _figures(snapshot.stats, engagement_id, unseen_delivery_seconds)
+    record = snapshot.records.get(engagement_id)
+    if engagement_id not in snapshot.stats and record is not None:
+        # No worker counted it yet: counting can have begun at its last change at most
+        # (from the epoch, a new engagement would be "missing its trigger for 24 h").
+        figures["since_ms"] = parse_timestamp(record["updated_at"])
     return build_report(
-        _figures(snapshot.stats, engagement_id, unseen_delivery_seconds),
-        snapshot.records.get(engagement_id),
+        figures,
+        record,
         [change for change in snapshot.history if change["engagement_id"] == engagement_id],
         now_ms,
         since_ms,
@@ -83,4 +90,5 @@ def _figures(
         "trigger_hours": {},
         "segment": None,
         "unseen_deliveries": {"older_than_seconds": unseen_after_seconds, "count": 0},
+        "activity_hours": {},
     }

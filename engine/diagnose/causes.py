@@ -18,6 +18,17 @@ before the first delivery so causes still rank. Estimates, in impressions:
   none were counted) x r.
 * ``changed_after_launch``: see ``engine.diagnose.change_costs``.
 
+Two verdicts name no cause and explain 0, so they rank after every cause (last in
+``CAUSE_ORDER``); a report always holds at least one verdict:
+
+* ``not_yet_judged``: a cause the figures are still too young to judge. ``rare_trigger``
+  needs an hour of counting (``trigger.hours_24h`` >= 1), so it waits until ``since_ms`` +
+  1 h. ``not_logging_impressions``, when some deliveries but not all got an impression,
+  needs deliveries older than the unseen threshold, so it waits until ``since_ms`` + that
+  threshold (with no impression at all it is judged at once). One verdict says what was
+  seen so far and, for each cause waiting, when it can be judged.
+* ``no_cause_found``: nothing else to say; it gives the key figures.
+
 Causes that stop every delivery (``not_found``, ``archived``, ``inactive`` while paused or
 draft) rank first; the rest rank by ``explains``, ties in the order of ``CAUSE_ORDER``.
 """
@@ -35,7 +46,9 @@ from engine.diagnose.wording import (
     count_text,
     date_text,
     duration_text,
+    elapsed_text,
     percent_text,
+    time_text,
     whole,
 )
 from engine.errors import InvalidRecord
@@ -59,6 +72,8 @@ CAUSE_ORDER: Final = (
     "stale",
     "cancelled",
     "expired",
+    "not_yet_judged",
+    "no_cause_found",
 )
 
 
@@ -74,6 +89,16 @@ class Verdict:
     def to_json_dict(self) -> dict[str, Any]:
         """Return the verdict as JSON-ready values."""
         return {"cause": self.cause, "explains": self.explains, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A cause the figures are too young to judge: ``subject`` can be judged from ``from_ms``,
+    ``condition`` (``after an hour of counting``)."""
+
+    subject: str
+    from_ms: int
+    condition: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +209,34 @@ def logging_verdict(evidence: Evidence) -> Verdict | None:
     return Verdict("not_logging_impressions", lacking, message)
 
 
+def logging_pending(evidence: Evidence) -> Pending | None:
+    """Return when unseen deliveries can be judged, if some lack an impression but none can
+    be older than the unseen threshold yet (``logging_verdict`` needs such deliveries)."""
+    figures = evidence.figures
+    totals, after = figures.totals, figures.unseen_after_seconds
+    if not 0 < totals.impressions < totals.deliveries or figures.unseen_deliveries:
+        return None  # judged now: no delivery, none lacking, none seen at all, or some unseen
+    if figures.since_ms is None or not after:
+        return None
+    from_ms = figures.since_ms + after * 1000
+    if from_ms <= evidence.now_ms:
+        return None
+    return Pending("impression logging", from_ms, f"once deliveries are {duration_text(after)} old")
+
+
 def _trigger_label(evidence: Evidence) -> str:
     trigger = evidence.section("trigger")
     event = trigger.get("event")
     label = f"'{trigger.get('name')}'" if event == "custom" else str(event)
     return label + (" (with its where filters met)" if trigger.get("where") else "")
+
+
+def rare_trigger_pending(evidence: Evidence) -> Pending | None:
+    """Return when the trigger frequency can be judged, if counting began under an hour ago."""
+    figures = evidence.figures
+    if figures.since_ms is None or figures.trigger.hours_24h >= 1:
+        return None
+    return Pending("trigger frequency", figures.since_ms + HOUR_MS, "after an hour of counting")
 
 
 def rare_trigger_verdict(evidence: Evidence) -> Verdict | None:
@@ -222,3 +270,37 @@ def rare_trigger_verdict(evidence: Evidence) -> Verdict | None:
             f"({trigger.silent_hours_24h} hours with none), fewer than {RARE_EVENTS_PER_DAY} a day"
         )
     return Verdict("rare_trigger", explains, message)
+
+
+def _seen(figures: Figures, period: str) -> str:
+    """Return ``3 trigger events{period}, 3 delivered, 2 shown``."""
+    events, totals = figures.evaluations, figures.totals
+    seen = (
+        f"{count_text(events)} trigger event{'' if events == 1 else 's'}{period}, "
+        f"{count_text(totals.deliveries)} delivered, {count_text(totals.impressions)} shown"
+    )
+    if totals.deliveries:
+        seen += f" ({percent_text(totals.impression_ratio)})"
+    return seen
+
+
+def not_yet_judged_verdict(evidence: Evidence, pending: Iterable[Pending]) -> Verdict:
+    """Return what was seen so far, and when each cause waiting can be judged."""
+    since = evidence.figures.since_ms
+    period = "" if since is None else f" in the first {elapsed_text(evidence.now_ms - since)}"
+    clauses = [
+        f"{item.subject}{' can be judged' if index == 0 else ''} from "
+        f"{time_text(item.from_ms)}, {item.condition}"
+        for index, item in enumerate(sorted(pending, key=lambda item: item.from_ms))
+    ]
+    seen = _seen(evidence.figures, period + (" of counting" if period else ""))
+    message = f"too early to judge every cause: so far {seen}; " + "; ".join(clauses)
+    return Verdict("not_yet_judged", 0, message)
+
+
+def no_cause_verdict(evidence: Evidence) -> Verdict:
+    """Return the verdict of a report that found nothing costing impressions."""
+    since = evidence.figures.since_ms
+    period = "" if since is None else f" since {date_text(since)}"
+    seen = _seen(evidence.figures, period)
+    return Verdict("no_cause_found", 0, f"nothing found that costs impressions: {seen}")

@@ -14,7 +14,11 @@ Pure: no Kafka, no clock (``now_ms`` is given). ``build_report`` takes:
 * ``rivals``: optionally, the other engagement records, to name those that outrank it.
 
 Verdicts and their ``explains`` estimates: see ``engine.diagnose.causes`` and
-``engine.diagnose.change_costs``.
+``engine.diagnose.change_costs``. A report never answers with silence: it holds at least
+one verdict. When the figures are too young to judge a cause, ``not_yet_judged`` says what
+was seen so far and when it can be judged; when nothing costs impressions,
+``no_cause_found`` gives the key figures. Both explain 0 and rank last, so they change
+neither ``shortfall`` nor the test-send hint.
 
 ``shortfall`` ranks engagements for ``declic diagnose --all``: the evaluations the trigger
 traffic offered (every evaluation but ``filter_miss``, which is not this engagement's
@@ -33,8 +37,12 @@ from engine.core.timestamps import format_timestamp
 from engine.diagnose.causes import (
     Evidence,
     Verdict,
+    logging_pending,
     logging_verdict,
+    no_cause_verdict,
+    not_yet_judged_verdict,
     rank,
+    rare_trigger_pending,
     rare_trigger_verdict,
     status_verdict,
 )
@@ -152,7 +160,13 @@ def _judge(
         verdict = judge(evidence)
         if verdict is not None:
             verdicts.append(verdict)
-    return rank([*verdicts, *outcome_verdicts(evidence, unexplained)])
+    verdicts += outcome_verdicts(evidence, unexplained)
+    pending = [item for item in (rare_trigger_pending(evidence), logging_pending(evidence)) if item]
+    if pending:
+        verdicts.append(not_yet_judged_verdict(evidence, pending))
+    elif not verdicts:
+        verdicts.append(no_cause_verdict(evidence))
+    return rank(verdicts)
 
 
 def build_report(

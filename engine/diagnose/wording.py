@@ -63,6 +63,15 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+def elapsed_text(ms: int) -> str:
+    """Return a time elapsed, rounded down to its largest unit: ``5 min``, ``3 h``, ``45 s``."""
+    seconds = max(0, ms // 1000)
+    for unit_seconds in (86_400, 3_600, 60):
+        if seconds >= unit_seconds:
+            return duration_text(seconds - seconds % unit_seconds)
+    return duration_text(seconds)
+
+
 def value_text(value: object) -> str:
     """Return a field value as compact JSON (``none`` for null), shortened when long."""
     if value is None:

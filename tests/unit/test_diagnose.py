@@ -29,7 +29,13 @@ import pytest
 
 from engine.core.timestamps import parse_timestamp
 from engine.diagnose import Report, build_report, render_ranking, render_text, shortfall
-from engine.diagnose.wording import duration_text, percent_text, rate_text, value_text
+from engine.diagnose.wording import (
+    duration_text,
+    elapsed_text,
+    percent_text,
+    rate_text,
+    value_text,
+)
 from engine.schemas import apply_engagement_defaults, validator
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "diagnose"
@@ -120,6 +126,8 @@ def test_golden_cover_the_classic_situations() -> None:
         "rare_trigger",
         "not_found",
         "inactive",
+        "not_yet_judged",
+        "no_cause_found",
     ):
         assert cause in firsts.values(), cause
 
@@ -276,6 +284,60 @@ def test_archived_ranks_first_and_suggests_no_test_send() -> None:
     assert not report.suggest_test_send
 
 
+def test_trigger_counted_under_an_hour_is_not_yet_judged() -> None:
+    stats = {
+        "engagement_id": "spring-sale",
+        "since_ms": NOW - 5 * 60_000,  # counting began at 11:55
+        "outcomes": {"delivered": 3},
+        "variants": {"default": {"deliveries": 3, "impressions": 3}},
+        "trigger_hours": {str(NOW // HOUR_MS - 1): 3},
+        "unseen_deliveries": {"older_than_seconds": 3600, "count": 0},
+    }
+    report = build_report(stats, _engagement(), [], NOW)
+    assert _causes(report) == ["not_yet_judged"]
+    assert report.verdicts[0].message == (
+        "too early to judge every cause: so far 3 trigger events in the first 5 min of "
+        "counting, 3 delivered, 3 shown (100%); trigger frequency can be judged from "
+        "2026-11-24 12:55 UTC, after an hour of counting"
+    )
+    # Three hours later, the same 3 events are judged: the trigger is rare.
+    later = build_report(stats, _engagement(), [], NOW + 3 * HOUR_MS)
+    assert _causes(later) == ["rare_trigger"]
+
+
+def test_unseen_deliveries_wait_for_the_threshold() -> None:
+    stats = _busy_stats()
+    stats["since_ms"] = NOW - 3 * HOUR_MS
+    stats["unseen_deliveries"] = {"older_than_seconds": 86_400, "count": 0}
+    report = build_report(stats, _engagement(), [], NOW)
+    assert _causes(report) == ["not_yet_judged"]
+    assert report.verdicts[0].message.endswith(
+        "so far 100 trigger events in the first 3 h of counting, 100 delivered, 80 shown (80%); "
+        "impression logging can be judged from 2026-11-25 09:00 UTC, once deliveries are "
+        "1 day old"
+    )
+    # Once deliveries can be that old, the unseen count decides.
+    stats["since_ms"] = NOW - 2 * 86_400_000
+    assert _causes(build_report(stats, _engagement(), [], NOW)) == ["no_cause_found"]
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        {},
+        {"since_ms": NOW},
+        {"since_ms": NOW + HOUR_MS},
+        {"since_ms": NOW - HOUR_MS, "outcomes": {"delivered": 1}},
+        {"since_ms": WEEK_AGO, "trigger_hours": {str(NOW // HOUR_MS): 5_000}},
+    ],
+    ids=["nothing", "just-begun", "ahead", "one-hour", "busy"],
+)
+def test_the_diagnosis_never_answers_with_silence(stats: dict[str, Any]) -> None:
+    report = build_report(stats, _engagement(), [], NOW)
+    assert report.verdicts
+    assert render_text(report).split("Verdicts\n")[1].startswith("  1. ")
+
+
 def test_recreated_engagement_starts_a_new_life() -> None:
     history = [
         _change(1, "create", "2026-11-01T09:00:00Z", ("status", None, "active")),
@@ -309,6 +371,13 @@ def test_durations_rates_and_values() -> None:
         "90 s",
     ]
     assert [rate_text(r) for r in (0.5, 2.0, 12.4, 1234.6)] == ["0.5", "2", "12", "1,235"]
+    assert [elapsed_text(ms) for ms in (45_999, 299_000, 5_399_000, 200_000_000, -5)] == [
+        "45 s",
+        "4 min",
+        "1 h",
+        "2 days",
+        "0 s",
+    ]
     assert value_text(None) == "none"
     assert value_text(["FR", "BE"]) == '["FR", "BE"]'
     assert value_text("x" * 80).endswith("…") and len(value_text("x" * 80)) == 48
@@ -383,9 +452,36 @@ def test_ranking_of_an_engagement_without_causes() -> None:
     stats = _busy_stats()
     stats["variants"]["default"]["impressions"] = 100
     report = build_report(stats, _engagement(), [], NOW)
-    assert report.verdicts == () and shortfall(report) == 0
-    assert render_ranking([report]).splitlines()[1].endswith("no cause found")
-    assert "no cause found" in render_text(report)
+    assert _causes(report) == ["no_cause_found"] and shortfall(report) == 0
+    expected = (
+        "nothing found that costs impressions: 100 trigger events since 2026-11-17, "
+        "100 delivered, 100 shown (100%)"
+    )
+    assert report.verdicts[0].message == expected
+    assert render_ranking([report]).splitlines()[1].endswith(f"no_cause_found: {expected}")
+    assert f"1. {expected} [no_cause_found]" in render_text(report).replace("\n     ", " ")
+
+
+def test_informational_verdicts_rank_last_and_change_no_ranking() -> None:
+    young = _golden_report("too_young_trigger")
+    text = render_text(young)
+    assert "1. too early to judge every cause: so far 3 trigger events in the first 5 min" in text
+    assert "once deliveries are 1 h old [not_yet_judged]" in text.replace("\n     ", " ")
+    assert not young.suggest_test_send
+    # Besides a cause, the verdict still comes, after it (explaining 0).
+    case = json.loads((GOLDEN / "too_young_trigger.json").read_text(encoding="utf-8"))
+    case["stats"]["outcomes"]["audience_miss"] = 7
+    report = _run(case)
+    assert _causes(report) == ["audience", "not_yet_judged"]
+    assert [verdict.explains for verdict in report.verdicts] == [5, 0]  # 7 x 2/3
+    reports = [young, _golden_report("nothing_found"), _golden_report("tight_audience")]
+    lines = render_ranking(reports).splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["welcome-offer", "1,908"],
+        ["order-thanks", "8"],
+        ["welcome-tip", "1"],
+    ]
+    assert "not_yet_judged: too early to judge every cause" in lines[3]
 
 
 # --- purity ----------------------------------------------------------------------------
