@@ -1,5 +1,5 @@
-"""The `declic engagements` commands: apply, list, pause, resume, archive, delete, history,
-test-send."""
+"""The `declic engagements` commands: apply, list, export, pause, resume, archive, delete,
+history, test-send."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ _EXAMPLES = {
     "list": """examples:
   declic engagements list
   declic engagements list --json""",
+    "export": """examples:
+  declic engagements export welcome-back > welcome-back.yaml
+  declic engagements export welcome-back spring-sale --output campaigns.yaml""",
     "history": """examples:
   declic engagements history welcome-back
   declic engagements history --json""",
@@ -68,6 +71,21 @@ def add_engagement_commands(commands: Any) -> None:
     )
     listing.add_argument("--json", action="store_true", help="print JSON records")
     listing.set_defaults(handler=_cmd_list)
+    export = add_command(
+        actions,
+        "export",
+        "engagements-read",
+        help="write engagements as YAML that apply accepts unchanged",
+        description="Write engagements as they are published (defaults filled in, status "
+        "included) as YAML documents: edit the file and apply it, or apply it elsewhere. The "
+        "console's Export YAML gives the same text.",
+        epilog=_EXAMPLES["export"],
+    )
+    export.add_argument("engagement_ids", nargs="+", metavar="ID")
+    export.add_argument(
+        "--output", type=Path, default=None, metavar="FILE", help="write here (default: stdout)"
+    )
+    export.set_defaults(handler=_cmd_export)
     for action, help_text in (
         ("pause", "stop an active engagement from delivering"),
         ("resume", "make a paused (or draft) engagement active"),
@@ -163,6 +181,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
             f"{engagement_id:<24} {engagement['status']:<9} {record['version']:>4} "
             f"{trigger_text:<28.28} {record['updated_at']:<25} {engagement['name']}"
         )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from engine.admin.engagement_yaml import engagement_yaml
+    from engine.admin.engagements import EngagementRejected, read_catalog
+
+    records = asyncio.run(read_catalog(settings_from_args(args)))
+    missing = [
+        engagement_id for engagement_id in args.engagement_ids if engagement_id not in records
+    ]
+    if missing:
+        raise EngagementRejected([f"no engagement {engagement_id!r}" for engagement_id in missing])
+    text = engagement_yaml(
+        records[engagement_id]["engagement"] for engagement_id in args.engagement_ids
+    )
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -14,7 +14,16 @@ SUBCOMMANDS = [
     ["topics"],
     *(
         ["engagements", action]
-        for action in ("apply", "list", "pause", "resume", "archive", "delete", "history")
+        for action in (
+            "apply",
+            "list",
+            "export",
+            "pause",
+            "resume",
+            "archive",
+            "delete",
+            "history",
+        )
     ),
     ["engagements", "test-send"],
     ["diagnose"],
@@ -22,6 +31,7 @@ SUBCOMMANDS = [
     ["demo"],
     ["bench"],
     ["gateway"],
+    ["console"],
 ]
 
 
