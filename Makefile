@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WITH_BROKER := bash deploy/local/with-broker.sh
 
-.PHONY: all setup browser demo demo-web test lint unit integration chaos prometheus-check broker-start broker-stop clean
+.PHONY: all setup browser demo demo-web demo-console test lint unit integration chaos prometheus-check broker-start broker-stop clean
 
 all: test
 
@@ -32,6 +32,11 @@ demo: setup
 # The web SDK's demo shop: a worker and `declic gateway --demo` on the examples, until Ctrl-C.
 demo-web: setup browser
 	$(WITH_BROKER) bash deploy/local/demo-web.sh
+
+# The campaign console on the examples, with a worker, until Ctrl-C (asks for an admin's
+# password the first time).
+demo-console: setup
+	$(WITH_BROKER) bash deploy/local/demo-console.sh
 
 lint: setup
 	$(BIN)/ruff check engine tests

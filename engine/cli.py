@@ -16,6 +16,7 @@ import orjson
 
 from engine import __version__
 from engine.cli_bench import add_bench_command
+from engine.cli_console import add_console_commands
 from engine.cli_engagements import add_engagement_commands
 from engine.cli_errors import DeclicArgumentParser, print_warning, report
 from engine.cli_flags import HelpFormatter, add_command, unknown_variables, user_names
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "production: anyone gets a token. Open http://127.0.0.1:6080/demo",
     )
     gateway.set_defaults(handler=_cmd_gateway)
+    add_console_commands(commands)
     add_bench_command(commands)
     return parser
 

@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.settings import DEFAULT_BOOTSTRAP, GATEWAY_SETTINGS, SECRET_SETTINGS, Settings
+from engine.settings import (
+    CONSOLE_SETTINGS,
+    DEFAULT_BOOTSTRAP,
+    GATEWAY_SETTINGS,
+    SECRET_SETTINGS,
+    Settings,
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,25 @@ _FLAGS = (
     SettingFlag(
         "gateway_max_users", "N", "users held; the least recent are dropped (default 1000000)"
     ),
+    SettingFlag("console_host", "ADDRESS", "address the console listens on (default 127.0.0.1)"),
+    SettingFlag("console_port", "PORT", "port of the console (default 6070)"),
+    SettingFlag(
+        "console_users_file",
+        "FILE",
+        "users, roles and password hashes (default .declic/console-users.yaml)",
+    ),
+    SettingFlag(
+        "console_user_header",
+        "HEADER",
+        "trust this header, set by an authenticating proxy, to name the user (default none)",
+    ),
+    SettingFlag(
+        "console_trusted_proxies",
+        "ADDRESS[,ADDRESS]",
+        "addresses or networks (like 10.0.0.0/8) of the proxies setting the user header",
+    ),
+    SettingFlag("console_ssl_certfile", "FILE", "certificate chain (PEM) to serve HTTPS"),
+    SettingFlag("console_ssl_keyfile", "FILE", "private key (PEM) of the certificate"),
     SettingFlag(
         "log_level", "LEVEL", "DEBUG, INFO, WARNING or ERROR (default INFO; WARNING for commands)"
     ),
@@ -203,6 +228,8 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "diagnose": (*KAFKA, "app_id", "unseen_delivery_seconds"),
     "publish": (*KAFKA, "app_id"),
     "gateway": (*KAFKA, "app_id", *GATEWAY_SETTINGS),
+    "console": (*KAFKA, "app_id", "unseen_delivery_seconds", *CONSOLE_SETTINGS),
+    "console-users": ("console_users_file", "log_level"),
 }
 
 

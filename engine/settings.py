@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import re
 import socket
@@ -35,6 +36,16 @@ GATEWAY_SETTINGS = (
     "gateway_history_seconds",
     "gateway_max_messages_per_user",
     "gateway_max_users",
+)
+# The campaign console's own settings.
+CONSOLE_SETTINGS = (
+    "console_host",
+    "console_port",
+    "console_users_file",
+    "console_user_header",
+    "console_trusted_proxies",
+    "console_ssl_certfile",
+    "console_ssl_keyfile",
 )
 # An HS256 key shorter than its hash (RFC 7518, 3.2) can be guessed offline from one token.
 MIN_TOKEN_SECRET_BYTES = 32
@@ -184,6 +195,29 @@ class Settings(BaseSettings):
         1_000_000, ge=1, le=100_000_000, description="Users held; the least recent are dropped"
     )
 
+    console_host: str = Field("127.0.0.1", description="Address the campaign console listens on")
+    console_port: int = Field(6070, ge=0, le=65535, description="Port of the campaign console")
+    console_users_file: Path = Field(
+        Path(".declic/console-users.yaml"),
+        description="The console's users, roles and password hashes (`declic console add-user`)",
+    )
+    console_user_header: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Header naming the user, set by an authenticating proxy (single sign-on)",
+    )
+    console_trusted_proxies: str = Field(
+        "", description="Comma-separated addresses or networks whose user header is trusted"
+    )
+    console_ssl_certfile: Path | None = Field(
+        None, description="Certificate chain (PEM) for the console to serve HTTPS itself"
+    )
+    console_ssl_keyfile: Path | None = Field(
+        None, description="Private key (PEM) of console_ssl_certfile"
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap")
@@ -216,6 +250,43 @@ class Settings(BaseSettings):
             if origin != "*" and not _ORIGIN.match(origin):
                 raise ValueError(f"expected scheme://host[:port] origins or *, got {origin!r}")
         return value
+
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        for entry in _split_origins(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"expected IP addresses or networks, got {entry!r}") from None
+        return value
+
+    def console_proxies(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Return the networks whose console_user_header is trusted."""
+        return tuple(
+            ipaddress.ip_network(entry, strict=False)
+            for entry in _split_origins(self.console_trusted_proxies)
+        )
+
+    def check_console(self) -> None:
+        """Raise ConfigError if the console's TLS files or proxy settings do not fit together."""
+        certfile, keyfile = self.console_ssl_certfile, self.console_ssl_keyfile
+        if (certfile is None) != (keyfile is None):
+            missing = "console_ssl_keyfile" if keyfile is None else "console_ssl_certfile"
+            raise ConfigError([(missing, "required with the other console TLS file")])
+        for field, path in (("console_ssl_certfile", certfile), ("console_ssl_keyfile", keyfile)):
+            if path is not None and not path.is_file():
+                raise ConfigError([(field, f"no such file: {path}")])
+        if self.console_user_header and not self.console_trusted_proxies:
+            raise ConfigError(
+                [
+                    (
+                        "console_trusted_proxies",
+                        "required with console_user_header: the header is trusted only from "
+                        "the proxies' addresses",
+                    )
+                ]
+            )
 
     def gateway_origins(self) -> tuple[str, ...]:
         """Return the origins CORS allows, as listed ("*": any)."""

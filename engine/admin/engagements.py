@@ -201,11 +201,20 @@ def _check_unique_names(
 
 
 async def apply_engagements(
-    settings: Settings, documents: Sequence[dict[str, Any]], now_ms: int
+    settings: Settings,
+    documents: Sequence[dict[str, Any]],
+    now_ms: int,
+    expected_versions: Mapping[str, int | None] | None = None,
 ) -> list[Change]:
-    """Publish new or changed engagements with their next version."""
+    """Publish new or changed engagements with their next version.
+
+    ``expected_versions`` (engagement id -> the version the change was made from, None
+    for a new one) refuses, publishing nothing, a change made from a version that is no
+    longer the current one: someone else's change in between would be overwritten.
+    """
     documents = [_prepared(document) for document in documents]
     current = await read_catalog(settings)
+    check_versions(expected_versions or {}, current)
     _check_unique_names(documents, current)
     changes: list[Change] = []
     updates: list[tuple[dict[str, Any] | None, dict[str, Any], str]] = []
@@ -218,6 +227,32 @@ async def apply_engagements(
         updates.append((existing, engagement, action))
     published = await _publish_versions(settings, updates, now_ms)
     return changes + published
+
+
+def check_versions(
+    expected: Mapping[str, int | None], current: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Raise EngagementRejected for each engagement whose current version is not the one
+    expected (None: that it does not exist)."""
+    problems = []
+    for engagement_id, version in expected.items():
+        record = current.get(engagement_id)
+        if record is None and version is None:
+            continue
+        if record is None:
+            problems.append(f"{engagement_id}: was deleted since version {version} was read")
+        elif version is None:
+            problems.append(
+                f"{engagement_id}: id already used by engagement {record['engagement']['name']!r}"
+            )
+        elif record["version"] != version:
+            problems.append(
+                f"{engagement_id}: changed since version {version} was read: version "
+                f"{record['version']} by {record['author']} at {record['updated_at']}; "
+                "reload it, nothing was saved"
+            )
+    if problems:
+        raise EngagementRejected(problems)
 
 
 async def change_status(settings: Settings, engagement_id: str, action: str, now_ms: int) -> Change:

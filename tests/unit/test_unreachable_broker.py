@@ -21,6 +21,7 @@ COMMANDS = [
     ["topics"],
     ["engagements", "apply", str(EXAMPLE)],
     ["engagements", "list"],
+    ["engagements", "export", "welcome-back"],
     ["engagements", "history"],
     ["engagements", "pause", "welcome-back"],
     ["engagements", "resume", "welcome-back"],

@@ -1,0 +1,1 @@
+"""The campaign console: server-rendered pages to author engagements and follow campaigns."""
