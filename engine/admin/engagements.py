@@ -8,6 +8,11 @@ An engagement file is checked for everything the publication needs but the catal
 the broker (so `apply --dry-run` answers for the real apply): the schema, the compile,
 numbers a record can carry, and the size of both records against what the producer
 sends. Each problem is one line, ``FILE:LINE: FIELD.PATH: reason``.
+
+``audience.hash_version`` (the bucketing formula) is never left to chance: a new
+engagement that does not set it is published with version 2, and an existing one keeps
+its own, so applying a file again never reshuffles users. Only a file (or form) that
+names another version changes it, an ordinary change on the changelog.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from engine.admin.history import changed_fields
+from engine.core.bucketing import NEW_HASH_VERSION
 from engine.core.engagements import authoring_problems, engagement_problems
 from engine.core.fields import FieldProblem
 from engine.core.timestamps import format_timestamp
@@ -107,7 +113,7 @@ def load_and_validate(paths: Sequence[Path], author: str | None = None) -> list[
             # As the real apply would publish it, if new: the time is of fixed width.
             record, change = _version_records(
                 None,
-                engagement,
+                with_hash_version(engagement, None),
                 "create",
                 version=1,
                 author=author or _LONGEST_AUTHOR,
@@ -160,6 +166,29 @@ def _clash(
         names[engagement["name"]] = f"{source.file}:{source.line_of(('name',))}"
     ids[engagement["id"]] = here
     return None
+
+
+def with_hash_version(
+    engagement: dict[str, Any], existing: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Return ``engagement`` as published over ``existing`` (its current record, None when
+    new): without ``audience.hash_version``, a new engagement gets version 2 and an
+    existing one keeps its own (absent stays absent, meaning version 1).
+
+    The schema has no default for it on purpose: a default would read every engagement
+    stored before versions as version 2, and reshuffle its users.
+    """
+    audience = engagement.get("audience")
+    if not isinstance(audience, Mapping) or "hash_version" in audience:
+        return engagement
+    if existing is None:
+        version: Any = NEW_HASH_VERSION
+    else:
+        current = existing["engagement"].get("audience")
+        if not isinstance(current, Mapping) or "hash_version" not in current:
+            return engagement
+        version = current["hash_version"]
+    return {**engagement, "audience": {**audience, "hash_version": version}}
 
 
 def _prepared(document: dict[str, Any]) -> dict[str, Any]:
@@ -218,8 +247,9 @@ async def apply_engagements(
     _check_unique_names(documents, current)
     changes: list[Change] = []
     updates: list[tuple[dict[str, Any] | None, dict[str, Any], str]] = []
-    for engagement in documents:
-        existing = current.get(engagement["id"])
+    for document in documents:
+        existing = current.get(document["id"])
+        engagement = with_hash_version(document, existing)
         if existing is not None and existing["engagement"] == engagement:
             changes.append(Change(engagement["id"], "unchanged", existing["version"]))
             continue

@@ -2,8 +2,10 @@
 
 Run ``python -m engine.bench.hot_path --engagements 1000`` to see what one partition's
 processor costs per event on the `declic bench` workload, with ``--profile`` for the
-functions that cost it. Kafka's share (fetching, producing, transactions) is left out:
-`declic bench` measures the whole.
+functions that cost it, and ``--hash-version 1`` for engagements that still sample with
+hash version 1 (the default, 2, is what `declic engagements apply` gives new ones).
+Kafka's share (fetching, producing, transactions) is left out: `declic bench` measures
+the whole.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from engine.bench.workload import EventSource, Message, engagements, profiles
+from engine.core.bucketing import HASH_VERSIONS, NEW_HASH_VERSION
 from engine.core.catalog import Catalog
 from engine.core.engagements import compile_engagement
 from engine.core.policy import MatchPolicy
@@ -52,14 +55,22 @@ def consumer_records(messages: list[Message], topics: TopicNames) -> list[Consum
     ]
 
 
-def run(users: int, engagement_count: int, events: int, seed: int) -> dict[str, float]:
+def run(
+    users: int,
+    engagement_count: int,
+    events: int,
+    seed: int,
+    hash_version: int = NEW_HASH_VERSION,
+) -> dict[str, float]:
     """Process the workload through one PartitionProcessor; return its per-event costs."""
     settings = load_settings()
     topics = TopicNames.for_settings(settings)
     now_ms = int(time.time() * 1000)
+    documents = engagements(engagement_count, seed)
+    for document in documents:
+        document["audience"]["hash_version"] = hash_version
     catalog = Catalog.build(
-        compile_engagement(apply_engagement_defaults(document), 1)
-        for document in engagements(engagement_count, seed)
+        compile_engagement(apply_engagement_defaults(document), 1) for document in documents
     )
     profile_records = consumer_records(profiles(users, now_ms, seed), topics)
     event_records = consumer_records(EventSource(users, seed).batch(events, now_ms), topics)
@@ -115,12 +126,21 @@ def main() -> None:
     parser.add_argument("--engagements", type=int, default=1_000)
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--hash-version",
+        type=int,
+        choices=HASH_VERSIONS,
+        default=NEW_HASH_VERSION,
+        help="the bucketing formula of every engagement (default: %(default)s)",
+    )
     parser.add_argument("--profile", action="store_true", help="print the top functions")
     options = parser.parse_args()
     profiler = cProfile.Profile() if options.profile else None
     if profiler is not None:
         profiler.enable()
-    figures = run(options.users, options.engagements, options.events, options.seed)
+    figures = run(
+        options.users, options.engagements, options.events, options.seed, options.hash_version
+    )
     if profiler is not None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)

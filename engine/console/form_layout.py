@@ -97,6 +97,8 @@ LAYOUT: Final[Mapping[str, Node]] = {
             }
         ),
         "percent": _N,
+        # Carried through every edit: dropping it would turn version 2 back into 1.
+        "hash_version": _I,
     },
     "message": _MESSAGE,
     "variants": ListOf({"id": _T, "weight": _N, "message": _MESSAGE}),

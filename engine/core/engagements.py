@@ -18,7 +18,16 @@ from math import isfinite
 from types import MappingProxyType
 from typing import Final
 
-from engine.core.bucketing import AUDIENCE_SEED, hash_prefix, sample_threshold
+from engine.core.bucketing import (
+    AUDIENCE_SEED,
+    HASH_VERSIONS,
+    LEGACY_HASH_VERSION,
+    hash_prefix,
+    mixed_position,
+    position_of,
+    salt_of,
+    sample_threshold,
+)
 from engine.core.conversions import ConversionRule, compile_conversion
 from engine.core.counters import CountFilter, check_count_filter_total, compile_count_filter
 from engine.core.durations import MAX_DURATION_SECONDS, duration_seconds
@@ -84,10 +93,24 @@ class Engagement:
     start_order_ms: int  # priority tie-break: earliest start first, open start earliest
     reeligible_after_ms: int | None
     evaluations: Mapping[Outcome, Evaluation]
-    sample_prefix: bytes  # hashed before the user id to place the user in ``percent``
+    # The bucketing formula of both draws (sample, variant): see engine.core.bucketing.
+    hash_version: int
+    sample_prefix: bytes  # version 1: hashed before the user id to place the user in ``percent``
+    sample_salt: int  # version 2: mixed with the user's hash to place the user in ``percent``
     sample_threshold: int  # users whose position is below it are in ``percent``
     where_atoms: tuple[Atom, ...]  # ``where`` is their conjunction
     audience_atoms: tuple[Atom, ...]  # ``audience`` is their conjunction
+
+
+def sample_position(engagement: Engagement, user_key: bytes, hashed: int) -> int:
+    """Return the audience position of the user id ``user_key`` (UTF-8) in ``engagement``.
+
+    ``hashed`` is ``user_hash(user_key)``, read by version 2 only: callers placing one
+    user in many engagements hash the user once.
+    """
+    if engagement.hash_version == LEGACY_HASH_VERSION:
+        return position_of(engagement.sample_prefix, user_key)
+    return mixed_position(hashed, engagement.sample_salt)
 
 
 class _Fields:
@@ -274,6 +297,10 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         percent = 100.0
     if not 0 <= percent <= 100:
         raise fields.fail("audience percent must be within 0..100")
+    # Absent: written before hash versions, so version 1 keeps every user's answer.
+    hash_version = audience.get("hash_version", LEGACY_HASH_VERSION)
+    if not is_integer(hash_version) or hash_version not in HASH_VERSIONS:
+        raise fields.fail(f"must be 1 or 2, got {hash_version!r}", ("audience", "hash_version"))
     after_seconds = fields.number(fields.mapping(document, "reeligibility"), "after_seconds")
     # Laxer than the schema's minimum (0 and fractions pass, as they always have), but
     # never beyond the bound every duration shares.
@@ -326,7 +353,9 @@ def _compile(engagement_id: str, document: Mapping[str, object], version: int) -
         reeligible_after_ms=None if after_seconds is None else round(after_seconds * 1000),
         # Evaluations are immutable, so share one per outcome instead of one per event.
         evaluations={outcome: Evaluation(engagement_id, version, outcome) for outcome in Outcome},
+        hash_version=hash_version,
         sample_prefix=hash_prefix(AUDIENCE_SEED, engagement_id),
+        sample_salt=salt_of(AUDIENCE_SEED, engagement_id),
         sample_threshold=sample_threshold(percent),
         where_atoms=where_atoms,
         audience_atoms=audience_atoms,

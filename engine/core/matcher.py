@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.core.bucketing import position_of
+from engine.core.bucketing import LEGACY_HASH_VERSION, mixed_position, position_of, user_hash
 from engine.core.catalog import Catalog
 from engine.core.conversions import ConversionWatch
 from engine.core.counters import counts_hold
@@ -259,9 +259,16 @@ def _count_misses(plan: TriggerPlan, bits: int, user: UserState, timestamp_ms: i
 def _sampled_out(plan: TriggerPlan, bits: int, user_key: bytes) -> int:
     failing = 0
     candidates = plan.candidates
+    hashed = -1  # the user's version 2 hash, computed at the first candidate that needs it
     for index in bit_indexes(bits):
         engagement = candidates[index]
-        if position_of(engagement.sample_prefix, user_key) >= engagement.sample_threshold:
+        if engagement.hash_version == LEGACY_HASH_VERSION:
+            drawn = position_of(engagement.sample_prefix, user_key)
+        else:
+            if hashed < 0:
+                hashed = user_hash(user_key)
+            drawn = mixed_position(hashed, engagement.sample_salt)
+        if drawn >= engagement.sample_threshold:
             failing |= 1 << index
     return failing
 
@@ -314,7 +321,7 @@ def _win(
     """Act on the priority winner; return its outcome, or its pending delivery if delayed."""
     user_id = event.user_id
     timestamp_ms = event.timestamp_ms
-    variant = assign_variant(engagement.variants, engagement.id, user_id)
+    variant = assign_variant(engagement.variants, engagement.id, user_id, engagement.hash_version)
     if engagement.delay_ms:
         clock = engagement.clock
         later = PendingDelivery(

@@ -29,7 +29,10 @@ def test_delivery(
     """
     variants = engagement.variants
     if variant is None:
-        chosen = assign_variant(variants, engagement.id, user_id) or variants.first
+        chosen = (
+            assign_variant(variants, engagement.id, user_id, engagement.hash_version)
+            or variants.first
+        )
     else:
         found = variants.by_id.get(variant)
         if found is None:

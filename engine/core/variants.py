@@ -1,7 +1,7 @@
 """Variants and control group: compile them and assign users deterministically.
 
-A user's bucket ``b = bucket(VARIANT_SEED, engagement_id, user_id)`` (independent of the
-audience bucket) decides, once and for all:
+A user's bucket ``b = bucket(VARIANT_SEED, engagement_id, user_id, hash_version)``
+(independent of the audience bucket; see ``bucketing``) decides, once and for all:
 
 * ``b * 100 < control_percent``: the user is in the control group (receives nothing);
 * otherwise ``position = (b * 100 - control) / (100 - control) * total_weight`` picks the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from math import isfinite
 from typing import Final
 
-from engine.core.bucketing import VARIANT_SEED, bucket
+from engine.core.bucketing import LEGACY_HASH_VERSION, VARIANT_SEED, position
 from engine.core.fields import InvalidField
 from engine.errors import InvalidRecord
 
@@ -34,6 +34,7 @@ MAX_VARIANTS: Final = 16
 # The largest weight: ample for any split, and the sum of 16 stays an exact float.
 # Stated again in the engagement schema (a unit test holds the two equal).
 MAX_WEIGHT: Final = 1_000_000
+_TWO_POW_53: Final = float(2**53)
 _VARIANT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
@@ -150,16 +151,21 @@ def compile_variants(
     return Variants(variants[0], split, by_id)
 
 
-def assign_variant(variants: Variants, engagement_id: str, user_id: str) -> Variant | None:
+def assign_variant(
+    variants: Variants,
+    engagement_id: str,
+    user_id: str,
+    hash_version: int = LEGACY_HASH_VERSION,
+) -> Variant | None:
     """Return the user's sticky variant, or None for the control group."""
     split = variants.split
     if split is None:
         return variants.fallback
     control = split.control_percent
-    position = bucket(VARIANT_SEED, engagement_id, user_id) * 100
-    if position < control:
+    drawn = position(VARIANT_SEED, engagement_id, user_id, hash_version) / _TWO_POW_53 * 100
+    if drawn < control:
         return None
-    scaled = (position - control) / (100 - control) * split.cumulative[-1]
+    scaled = (drawn - control) / (100 - control) * split.cumulative[-1]
     for variant, upper in zip(split.variants, split.cumulative, strict=True):
         if scaled < upper:
             return variant

@@ -16,7 +16,8 @@ before the first delivery so causes still rank. Estimates, in impressions:
   24 h): the events missing against that reference, over the last 24 h or over the whole
   counting period, whichever is more, x the share of trigger events delivered (1 when
   none were counted) x r.
-* ``changed_after_launch``: see ``engine.diagnose.change_costs``.
+* ``changed_after_launch``, ``users_reshuffled`` (0: see why there): see
+  ``engine.diagnose.change_costs``.
 
 Two verdicts name no cause and explain 0, so they rank after every cause (last in
 ``CAUSE_ORDER``); a report always holds at least one verdict:
@@ -61,6 +62,7 @@ CAUSE_ORDER: Final = (
     "not_logging_impressions",
     "outside_schedule",
     "changed_after_launch",
+    "users_reshuffled",
     "audience",
     "sampled_out",
     "rare_trigger",

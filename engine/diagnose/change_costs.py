@@ -20,6 +20,11 @@ own verdict keeps only the rest (nothing is counted twice). Evaluations taken, b
   the traffic).
 
 A change record explains its fields' evaluations x the impression ratio.
+
+A change of ``audience.hash_version`` (absent counting as 1) gets its own verdict,
+``users_reshuffled``, explaining 0: both versions keep the same share of users in the
+sample, the control group and each variant, so it costs no impressions; it changes which
+users those are, and figures counted across it mix the two populations.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from engine.core.bucketing import LEGACY_HASH_VERSION
 from engine.diagnose.causes import Evidence, Verdict, schedule_instant
 from engine.diagnose.figures import HOUR_MS, OUTCOME_ORDER, Figures
 from engine.diagnose.history import ChangeEntry, FieldChange
-from engine.diagnose.wording import date_text, value_text, whole
+from engine.diagnose.wording import date_text, time_text, value_text, whole
 
 # Narrowing changes measured by the share of traffic since the change: field -> outcome.
 # (Every other schedule.* field feeds outside_schedule.)
@@ -142,15 +148,49 @@ def _cost(entry: ChangeEntry, change: FieldChange, evidence: Evidence) -> tuple[
     return outcome, whole(figures.outcome(outcome) * share)
 
 
+def _hash_versions(changes: Sequence[FieldChange]) -> tuple[object, object] | None:
+    """Return the (old, new) hash versions when a change record changed it, else None."""
+    for change in changes:
+        old, new = change.old, change.new
+        if change.field == "audience" and isinstance(old, Mapping) and isinstance(new, Mapping):
+            old, new = old.get("hash_version"), new.get("hash_version")
+        elif change.field != "audience.hash_version":
+            continue
+        # Absent is version 1: engagements written before hash versions.
+        old = LEGACY_HASH_VERSION if old is None else old
+        new = LEGACY_HASH_VERSION if new is None else new
+        if old != new:
+            return old, new
+    return None
+
+
+def _reshuffled(entry: ChangeEntry) -> Verdict | None:
+    versions = _hash_versions(entry.changes)
+    if versions is None:
+        return None
+    old, new = (value_text(version) for version in versions)
+    return Verdict(
+        "users_reshuffled",
+        0,
+        f"users reshuffled on {time_text(entry.at_ms)} by {entry.author} "
+        f"(audience.hash_version {old} → {new}): every user's sample and variant were drawn "
+        "again; figures before and after mix two populations",
+    )
+
+
 def change_verdicts(
     evidence: Evidence, entries: Sequence[ChangeEntry]
 ) -> tuple[list[Verdict], dict[str, int]]:
-    """Return a verdict per narrowing change record, and the evaluations left unexplained."""
+    """Return a verdict per narrowing change record and per reshuffle, and the evaluations
+    left unexplained."""
     unexplained = {name: evidence.figures.outcome(name) for name in OUTCOME_ORDER}
     verdicts = []
     for entry in entries:
         if entry.action in ("create", "delete"):
             continue
+        reshuffled = _reshuffled(entry)
+        if reshuffled is not None:
+            verdicts.append(reshuffled)
         described, taken = [], 0
         for change in entry.changes:
             if change.field in _TRIGGER_FIELDS:

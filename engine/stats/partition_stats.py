@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from engine.core.bucketing import position_of
+from engine.core.bucketing import LEGACY_HASH_VERSION, user_hash
 from engine.core.catalog import Catalog
 from engine.core.delivery_state import DeliveryState
-from engine.core.engagements import Engagement
+from engine.core.engagements import Engagement, sample_position
 from engine.core.state import UserState
 from engine.core.variants import CONTROL
 from engine.metrics import BatchTally
@@ -184,6 +184,7 @@ class PartitionStats:
         # Users counted by the last scan (an estimate the first time) size the sample.
         users = self._known_users if self._known_users is not None else self._store.estimate_keys()
         sample_every = max(1, -(-len(engagements) * users // SEGMENT_CHECK_BUDGET))
+        hashes_users = any(e.hash_version != LEGACY_HASH_VERSION for e in engagements)
         work = 0
         unreadable = 0
         for index, (key, value) in enumerate(self._store.items(USER_PREFIX)):
@@ -202,13 +203,15 @@ class PartitionStats:
             checked += 1
             work += len(engagements)
             user_key = key[len(USER_PREFIX) :]  # the user id, UTF-8: what sampling hashes
+            # Once per user, and only when some engagement draws with hash version 2.
+            hashed = user_hash(user_key) if hashes_users else 0
             for engagement in engagements:
                 if engagement.audience(attributes):
                     audience[engagement.id] += 1
                     # The matcher's sampling decision, made the same way.
                     if (
                         engagement.percent >= 100
-                        or position_of(engagement.sample_prefix, user_key)
+                        or sample_position(engagement, user_key, hashed)
                         < engagement.sample_threshold
                     ):
                         kept[engagement.id] += 1

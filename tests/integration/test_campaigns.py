@@ -293,4 +293,10 @@ async def test_management_history_and_unique_names(harness: Harness) -> None:
         validator("engagement-change").check(change)
         assert change["author"] == "integration-tests"
     assert {"field": "audience.percent", "old": 100, "new": 50} in history[1]["changes"]
+    # Created with hash version 2; the update's document does not name one, so it keeps 2.
+    assert any(
+        change["field"] == "audience" and change["new"]["hash_version"] == 2
+        for change in history[0]["changes"]
+    )
+    assert all(change["field"] != "audience.hash_version" for change in history[1]["changes"])
     assert history[2]["changes"] == [{"field": "status", "old": "active", "new": "paused"}]

@@ -15,6 +15,7 @@ from engine.admin.engagements import (
     _prepared,
     _version_records,
     check_versions,
+    with_hash_version,
 )
 from engine.core.timestamps import format_timestamp
 from engine.errors import DeclicError
@@ -49,6 +50,7 @@ class MemoryConsoleData:
         check_versions({engagement["id"]: expected_version}, self.records)
         _check_unique_names([engagement], self.records)
         existing = self.records.get(engagement["id"])
+        engagement = with_hash_version(engagement, existing)
         if existing is not None and existing["engagement"] == engagement:
             return Change(engagement["id"], "unchanged", existing["version"])
         return self._publish(

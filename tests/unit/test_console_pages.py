@@ -33,6 +33,15 @@ TWO_VARIANTS = {
     "variants.1.message.title": "Spring deals",
     "variants.1.message.body": "Save now",
 }
+# Applied as `declic engagements apply` would: new, so it gets hash version 2.
+HALF_SAMPLE = {
+    "id": "old",
+    "name": "Old",
+    "status": "active",
+    "trigger": {"event": "session_start"},
+    "audience": {"percent": 50},
+    "message": {"title": "Hello"},
+}
 
 
 @pytest.fixture
@@ -410,3 +419,49 @@ async def test_an_event_count_filter_can_be_removed(rig: Rig) -> None:
     )
     assert response.status == 303, await response.text()
     assert rig.data.records["loyal"]["engagement"]["audience"]["filters"] == []
+
+
+async def test_a_new_engagement_gets_hash_version_2_which_edits_keep(rig: Rig) -> None:
+    await rig.log_in("erin")
+    page = await (await rig.client.get("/engagements/new")).text()
+    assert dict(form_fields(page, "/engagements/new"))["audience.hash_version"] == ""
+    await create(rig, TWO_VARIANTS)
+    assert rig.data.records["spring-sale"]["engagement"]["audience"]["hash_version"] == 2
+    created = {item["field"]: item["new"] for item in rig.data.history[-1]["changes"]}
+    assert created["audience"]["hash_version"] == 2  # a create logs whole top-level fields
+    edit = "/engagements/spring-sale/edit"
+    page = await (await rig.client.get(edit)).text()
+    assert dict(form_fields(page, edit))["audience.hash_version"] == "2"
+    response = await rig.submit(edit, edit, {}, ("action", "save"))
+    assert response.status == 303 and rig.data.records["spring-sale"]["version"] == 1
+    response = await rig.submit(edit, edit, {"variants.0.message.title": "New"}, ("action", "save"))
+    assert response.status == 303
+    record = rig.data.records["spring-sale"]
+    assert record["version"] == 2 and record["engagement"]["audience"]["hash_version"] == 2
+
+
+async def test_an_engagement_from_before_hash_versions_keeps_version_1(rig: Rig) -> None:
+    # Stored before hash versions existed: no audience.hash_version, so version 1.
+    await rig.data.apply(HALF_SAMPLE, "ops", NOW_MS, None)
+    record = rig.data.records["old"]
+    del record["engagement"]["audience"]["hash_version"]
+    await rig.log_in("erin")
+    edit = "/engagements/old/edit"
+    response = await rig.submit(edit, edit, {"message.title": "Newer"}, ("action", "save"))
+    assert response.status == 303
+    record = rig.data.records["old"]
+    assert record["version"] == 2 and "hash_version" not in record["engagement"]["audience"]
+    assert [item["field"] for item in rig.data.history[-1]["changes"]] == ["message.title"]
+
+
+async def test_changing_the_hash_version_is_a_logged_change(rig: Rig) -> None:
+    await rig.data.apply(HALF_SAMPLE, "ops", NOW_MS, None)
+    await rig.log_in("erin")
+    edit = "/engagements/old/edit"
+    response = await rig.submit(edit, edit, {"audience.hash_version": "1"}, ("action", "save"))
+    assert response.status == 303
+    assert rig.data.records["old"]["engagement"]["audience"]["hash_version"] == 1
+    assert rig.data.history[-1]["author"] == "erin"
+    assert rig.data.history[-1]["changes"] == [
+        {"field": "audience.hash_version", "old": 2, "new": 1}
+    ]

@@ -340,10 +340,17 @@ def test_campaign_case(path: Path) -> None:
     _run(case, case["steps"])
 
 
-def _reference_bucket(seed: str, engagement_id: str, user_id: str) -> float:
-    """Recompute the documented hash formula without calling engine.core.bucketing."""
-    digest = hashlib.sha256(f"{seed}:{engagement_id}:{user_id}".encode()).digest()
-    return (int.from_bytes(digest[:8], "big") >> 11) / 2**53
+def _reference_bucket(seed: str, engagement_id: str, user_id: str, version: int = 1) -> float:
+    """Recompute the documented hash formulas without calling engine.core.bucketing."""
+    if version == 1:
+        digest = hashlib.sha256(f"{seed}:{engagement_id}:{user_id}".encode()).digest()
+        return (int.from_bytes(digest[:8], "big") >> 11) / 2**53
+    user_hash = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "big")
+    salt_text = f"{seed}:{engagement_id}".encode()
+    z = user_hash ^ int.from_bytes(hashlib.blake2b(salt_text, digest_size=8).digest(), "big")
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return ((z ^ (z >> 31)) >> 11) / 2**53
 
 
 def test_partial_percent_case_agrees_with_reference_formula() -> None:
@@ -364,15 +371,25 @@ def test_partial_percent_case_agrees_with_reference_formula() -> None:
         assert case["expected"]["outcomes"][engagement["id"]] == wanted, engagement["id"]
 
 
-def test_variant_split_case_agrees_with_reference_formula() -> None:
-    case = _load(GOLDEN / "campaigns" / "variant_split_pick.json")
+@pytest.mark.parametrize("name", ["variant_split_pick", "hash_version_2_sample_and_variant"])
+def test_variant_split_case_agrees_with_reference_formula(name: str) -> None:
+    case = _load(GOLDEN / "campaigns" / f"{name}.json")
     engagement = case["engagements"][0]["engagement"]
+    audience = engagement.get("audience", {})
+    version = audience.get("hash_version", 1)
     weights = [(variant["id"], variant["weight"]) for variant in engagement["variants"]]
     control = engagement.get("control_percent", 0)
     for step in case["steps"]:
         user_id = step["event"]["record"]["user_id"]
-        position = _reference_bucket("variant", engagement["id"], user_id) * 100
-        assert position >= control
+        [outcome] = step["expected"]["outcomes"].values()
+        sample = _reference_bucket("audience", engagement["id"], user_id, version) * 100
+        if sample >= audience.get("percent", 100):
+            assert outcome == "sampled_out", user_id
+            continue
+        position = _reference_bucket("variant", engagement["id"], user_id, version) * 100
+        if position < control:
+            assert outcome == "control", user_id
+            continue
         scaled = (position - control) / (100 - control) * sum(weight for _, weight in weights)
         bounds = []
         total = 0.0

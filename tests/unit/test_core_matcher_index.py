@@ -3,7 +3,8 @@
 The reference below is the specification written as a plain loop over candidates (the
 first failing check names the outcome). Randomised catalogs, profiles and histories
 exercise the indexes: shared and distinct filters on the same keys, missing and
-mistyped values, schedules, event counts, sampling, re-eligibility and caps.
+mistyped values, schedules, event counts, sampling (both hash versions), re-eligibility
+and caps.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def _reference(
             and not counts_hold(engagement.count_filters, user.event_times, timestamp_ms)
         ):
             outcome = "audience_miss"
-        elif not in_percent(engagement.percent, AUDIENCE_SEED, engagement.id, user_id):
+        elif not in_percent(
+            engagement.percent, AUDIENCE_SEED, engagement.id, user_id, engagement.hash_version
+        ):
             outcome = "sampled_out"
         elif engagement.id in user.pending or (
             last_ms is not None and (after_ms is None or timestamp_ms - last_ms < after_ms)
@@ -123,6 +126,8 @@ def _engagement(rng: random.Random, index: int) -> dict[str, Any]:
         "message": {"title": "hello"},
         "audience": {"filters": filters, "percent": rng.choice([100, 100, 50, 10, 0])},
     }
+    if index % 3:  # absent (version 1), 1 and 2 in turn, leaving the random draws as they were
+        document["audience"]["hash_version"] = index % 3
     if rng.random() < 0.2:
         start_ms, end_ms = rng.choice(
             [(-7_200_000, 7_200_000), (60_000, 7_200_000), (-7_200_000, -60_000)]

@@ -193,6 +193,27 @@ def test_draft_launched_by_resume_lists_only_later_changes() -> None:
     assert "changed_after_launch" not in _causes(report)
 
 
+def test_only_a_real_change_of_hash_version_is_a_reshuffle() -> None:
+    launch = _change(1, "create", "2026-11-01T09:00:00Z", ("status", None, "active"))
+    # Writing down the version it already had (absent means 1) draws nobody again.
+    same = _change(2, "update", "2026-11-02T09:00:00Z", ("audience.hash_version", None, 1))
+    report = build_report(_busy_stats(), _engagement(), [launch, same], NOW)
+    assert "users_reshuffled" not in _causes(report)
+    back = _change(3, "update", "2026-11-03T10:15:00Z", ("audience.hash_version", 2, 1))
+    report = build_report(_busy_stats(), _engagement(), [launch, same, back], NOW)
+    [verdict] = [item for item in report.verdicts if item.cause == "users_reshuffled"]
+    assert verdict.explains == 0
+    assert verdict.message.startswith(
+        "users reshuffled on 2026-11-03 10:15 UTC by alice (audience.hash_version 2 → 1)"
+    )
+    # Before the launch nobody was drawn yet: nothing to name.
+    draft = _change(1, "create", "2026-11-01T09:00:00Z", ("status", None, "draft"))
+    resume = _change(3, "resume", "2026-11-04T09:00:00Z", ("status", "draft", "active"))
+    before = _change(2, "update", "2026-11-02T09:00:00Z", ("audience.hash_version", 1, 2))
+    report = build_report(_busy_stats(), _engagement(), [draft, before, resume], NOW)
+    assert "users_reshuffled" not in _causes(report)
+
+
 def test_update_setting_status_active_is_a_launch() -> None:
     history = [
         _change(1, "create", "2026-11-01T09:00:00Z", ("status", None, "draft")),

@@ -29,6 +29,7 @@ from engine.admin.engagements import (
     _publish,
     _version_records,
     load_and_validate,
+    with_hash_version,
 )
 from engine.cli import main
 from engine.core.engagements import compile_engagement
@@ -209,9 +210,10 @@ def test_a_record_over_the_producer_limit_is_refused_naming_file_engagement_and_
 
 
 def _changelog_size(engagement: dict[str, Any]) -> int:
+    # As a create publishes it: with the hash version a new engagement gets.
     _, change = _version_records(
         None,
-        apply_engagement_defaults(engagement),
+        with_hash_version(apply_engagement_defaults(engagement), None),
         "create",
         version=1,
         author=AUTHOR,
@@ -522,3 +524,36 @@ def test_problems_are_data_too() -> None:
     problem = FieldProblem(("variants", 0, "weight"), "must be a number > 0")
     assert str(problem) == "variants.0.weight: must be a number > 0"
     assert str(FieldProblem((), "whole")) == "whole"
+
+
+# --- hash versions ----------------------------------------------------------------------------
+
+
+def _audience(engagement: dict[str, Any]) -> dict[str, Any]:
+    audience: dict[str, Any] = engagement["audience"]
+    return audience
+
+
+def test_new_engagements_get_hash_version_2_and_existing_ones_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    [document] = load_and_validate([_write(tmp_path, GOOD)], AUTHOR)
+    assert "hash_version" not in _audience(document)  # no default: stored ones stay 1
+    created = with_hash_version(document, None)
+    assert _audience(created)["hash_version"] == 2
+    # Applying the same file again never reshuffles: version 2 stays 2...
+    assert with_hash_version(document, {"engagement": created}) == created
+    # ...and an engagement stored before hash versions stays without one, so 1.
+    assert with_hash_version(document, {"engagement": document}) == document
+    # Only a file that names a version changes it.
+    named = {**document, "audience": {**_audience(document), "hash_version": 1}}
+    assert with_hash_version(named, {"engagement": created}) == named
+    assert with_hash_version(named, None) == named
+    assert "hash_version" not in _audience(document)  # the document itself is left alone
+
+
+@pytest.mark.parametrize("value", ["3", "0", "'2'", "true", "2.5"])
+def test_an_unknown_hash_version_is_refused(tmp_path: Path, value: str) -> None:
+    text = GOOD + f"audience:\n  hash_version: {value}\n"
+    [problem] = _problems(_write(tmp_path, text))
+    assert "audience.hash_version" in problem, problem
