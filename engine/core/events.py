@@ -1,8 +1,9 @@
-"""Turn schema-validated input records into typed core events.
+"""Turn input records into typed core events.
 
-Records were validated upstream, but these functions still check every field they read:
-an odd value raises ``InvalidRecord`` (reasons ``missing_field``, ``invalid_field``,
-``invalid_timestamp``) instead of failing later on the hot path.
+Each record is decoded once by its struct in ``engine.core.wire``, which enforces exactly
+its schema: ``read_*`` take a record's JSON bytes (the stream), the others an already
+parsed object (tests, golden cases). A record the schema refuses raises ``InvalidRecord``
+with one reason per way it is wrong (see ``engine.core.wire``).
 
 Trigger keys index the catalog: ``session_start``, ``session_end``, or ``custom:<name>``
 for a custom event, so a custom event named "session_start" cannot pose as a session.
@@ -15,10 +16,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, cast
+
+from msgspec import UNSET, to_builtins
 
 from engine.core.operators import Predicate, compile_filters
-from engine.core.timestamps import parse_timestamp
+from engine.core.wire import (
+    CustomEventRecord,
+    InteractionRecord,
+    ProfileUpdateRecord,
+    SessionRecord,
+    TestSendRecord,
+    convert,
+    decode,
+    fit_numbers,
+    requested_at_ms,
+    timestamp_ms,
+)
 from engine.errors import InvalidRecord
 
 SESSION_START: Final = "session_start"
@@ -69,100 +83,97 @@ class ProfileUpdate:
     timestamp_ms: int
 
 
-def _record(record: object) -> Mapping[str, object]:
-    if not isinstance(record, Mapping):
-        raise InvalidRecord("invalid_field", f"record is {type(record).__name__}, not an object")
-    return record
-
-
-def _text(record: Mapping[str, object], field: str) -> str:
-    value = record.get(field)
-    if value is None:
-        raise InvalidRecord("missing_field", f"{field} is required")
-    if not isinstance(value, str) or not value:
-        raise InvalidRecord("invalid_field", f"{field} must be a non-empty string")
-    return value
-
-
-def _mapping(record: Mapping[str, object], field: str) -> Mapping[str, object] | None:
-    value = record.get(field)
-    if value is None or isinstance(value, Mapping):
-        return value
-    raise InvalidRecord("invalid_field", f"{field} must be an object")
-
-
-def _timestamp(record: Mapping[str, object]) -> int:
-    value = record.get("timestamp")
-    if value is None:
-        raise InvalidRecord("missing_field", "timestamp is required")
-    return parse_timestamp(value)
+def read_session_event(raw: bytes) -> TriggerEvent:
+    """Decode the JSON value of a ``sessions`` record into its trigger event."""
+    return _session(decode(raw, SessionRecord))
 
 
 def session_event(record: object) -> TriggerEvent:
-    """Build the trigger event of a ``sessions`` record."""
-    fields = _record(record)
-    kind = _text(fields, "type")
-    if kind not in (SESSION_START, SESSION_END):
-        raise InvalidRecord("invalid_field", f"unknown session type {kind!r}")
-    device = _mapping(fields, "device")
+    """Build the trigger event of a parsed ``sessions`` record."""
+    return _session(convert(record, SessionRecord))
+
+
+def _session(record: SessionRecord) -> TriggerEvent:
+    device = None if record.device is UNSET else cast(dict[str, object], to_builtins(record.device))
     return TriggerEvent(
-        event_id=_text(fields, "event_id"),
-        user_id=_text(fields, "user_id"),
-        event_name=kind,
-        trigger_key=kind,
-        timestamp_ms=_timestamp(fields),
+        event_id=record.event_id,
+        user_id=record.user_id,
+        event_name=record.type,
+        trigger_key=record.type,
+        timestamp_ms=timestamp_ms(record),
         properties=EMPTY_MAPPING if device is None else device,
-        attributes=_mapping(fields, "attributes") or EMPTY_MAPPING,
+        attributes=EMPTY_MAPPING if record.attributes is UNSET else fit_numbers(record.attributes),
         device=device,
     )
 
 
+def read_custom_event(raw: bytes) -> TriggerEvent:
+    """Decode the JSON value of a ``custom-events`` record into its trigger event."""
+    return _custom(decode(raw, CustomEventRecord))
+
+
 def custom_event(record: object) -> TriggerEvent:
-    """Build the trigger event of a ``custom-events`` record."""
-    fields = _record(record)
-    name = _text(fields, "name")
+    """Build the trigger event of a parsed ``custom-events`` record."""
+    return _custom(convert(record, CustomEventRecord))
+
+
+def _custom(record: CustomEventRecord) -> TriggerEvent:
     return TriggerEvent(
-        event_id=_text(fields, "event_id"),
-        user_id=_text(fields, "user_id"),
-        event_name=name,
-        trigger_key=CUSTOM_PREFIX + name,
-        timestamp_ms=_timestamp(fields),
-        properties=_mapping(fields, "properties") or EMPTY_MAPPING,
-        attributes=_mapping(fields, "attributes") or EMPTY_MAPPING,
+        event_id=record.event_id,
+        user_id=record.user_id,
+        event_name=record.name,
+        trigger_key=CUSTOM_PREFIX + record.name,
+        timestamp_ms=timestamp_ms(record),
+        properties=EMPTY_MAPPING if record.properties is UNSET else fit_numbers(record.properties),
+        attributes=EMPTY_MAPPING if record.attributes is UNSET else fit_numbers(record.attributes),
         device=None,
     )
 
 
+def read_interaction(raw: bytes) -> Interaction:
+    """Decode the JSON value of an ``interactions`` record."""
+    return _interaction(decode(raw, InteractionRecord))
+
+
 def interaction(record: object) -> Interaction:
-    """Build the interaction of an ``interactions`` record."""
-    fields = _record(record)
-    kind = _text(fields, "kind")
-    if kind not in INTERACTION_KINDS:
-        raise InvalidRecord("invalid_field", f"unknown interaction kind {kind!r}")
-    element = fields.get("element")
-    if element is not None and not isinstance(element, str):
-        raise InvalidRecord("invalid_field", "element must be a string")
+    """Build the interaction of a parsed ``interactions`` record."""
+    return _interaction(convert(record, InteractionRecord))
+
+
+def _interaction(record: InteractionRecord) -> Interaction:
     return Interaction(
-        event_id=_text(fields, "event_id"),
-        user_id=_text(fields, "user_id"),
-        delivery_id=_text(fields, "delivery_id"),
-        kind=kind,
-        element=element,
-        timestamp_ms=_timestamp(fields),
+        event_id=record.event_id,
+        user_id=record.user_id,
+        delivery_id=record.delivery_id,
+        kind=record.kind,
+        element=record.element,
+        timestamp_ms=timestamp_ms(record),
     )
+
+
+def read_profile_update(raw: bytes) -> ProfileUpdate:
+    """Decode the JSON value of a ``profiles`` record."""
+    return _profile(decode(raw, ProfileUpdateRecord))
 
 
 def profile_update(record: object) -> ProfileUpdate:
-    """Build the profile update of a ``profiles`` record."""
-    fields = _record(record)
-    attributes = _mapping(fields, "attributes")
-    if attributes is None:
-        raise InvalidRecord("missing_field", "attributes is required")
+    """Build the profile update of a parsed ``profiles`` record."""
+    return _profile(convert(record, ProfileUpdateRecord))
+
+
+def _profile(record: ProfileUpdateRecord) -> ProfileUpdate:
     return ProfileUpdate(
-        user_id=_text(fields, "user_id"),
-        attributes=attributes,
-        timestamp_ms=_timestamp(fields),
+        user_id=record.user_id,
+        attributes=fit_numbers(record.attributes),
+        timestamp_ms=timestamp_ms(record),
     )
+
+
+def read_test_send(raw: bytes) -> TestSendRecord:
+    """Decode the JSON value of a ``test-sends`` record."""
+    request = decode(raw, TestSendRecord)
+    requested_at_ms(request)  # its date-time must exist, as the schema says
+    return request
 
 
 def compile_custom_event_match(spec: Mapping[str, object], what: str) -> tuple[str, Predicate]:

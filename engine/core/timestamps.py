@@ -5,6 +5,9 @@ integer number of epoch milliseconds. Sub-millisecond digits are truncated (floo
 parsing is exact and never rounds a timestamp into the next millisecond. A leap second
 (``:60``) is read as the first instant of the following second, as Unix time does.
 Anything else raises ``InvalidRecord("invalid_timestamp", ...)``.
+
+Input records are stricter: their timestamps are read by ``rfc3339_ms``, which accepts
+exactly what the schemas' ``rfc3339`` definition does (its pattern and ``date-time``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Final
 
 from engine.errors import InvalidRecord
 
@@ -99,6 +103,83 @@ def _parse_strict(text: str) -> int:
     if not MIN_EPOCH_MS <= millis <= MAX_EPOCH_MS:
         raise InvalidRecord("invalid_timestamp", f"out of range: {text!r}")
     return millis
+
+
+# schemas/common.schema.json#/$defs/rfc3339's pattern, with \Z for $: Python's $ also
+# matches before a final newline, which the schema's regex refuses.
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})\Z"
+)
+_LEAP_MINUTE = 23 * 60 + 59  # a leap second is only ever 23:59:60 UTC
+
+
+def rfc3339_ms(text: str, *, bounded: bool = True) -> int:
+    """Return epoch milliseconds of ``text``, a string matching ``RFC3339_PATTERN``.
+
+    Raise ``InvalidRecord("invalid_timestamp", ...)`` when its date or time does not exist
+    (JSON Schema's ``date-time``: a leap second only at 23:59:60 UTC), or, if ``bounded``,
+    when it falls outside years 0001..9999 UTC, the one limit the engine adds to the
+    schema (for the instants it computes with and formats back).
+    """
+    # fromisoformat is C-fast and, on this shape, exact; it takes an offset minute of 60
+    # as the next hour and refuses a leap second or year 0, which _rfc3339_exact decides.
+    if text[17:19] != "60" and (text[-1] == "Z" or text[-2] <= "5"):
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            millis: int = (parsed - _EPOCH) // _ONE_MS
+            return _in_range(millis, text) if bounded else millis
+    millis = _rfc3339_exact(text)
+    return _in_range(millis, text) if bounded else millis
+
+
+def _rfc3339_exact(text: str) -> int:
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    offset = 0
+    if text[-1] != "Z":
+        off_hour, off_minute = int(text[-5:-3]), int(text[-2:])
+        if off_hour > 23 or off_minute > 59:
+            raise InvalidRecord("invalid_timestamp", f"offset out of range: {text!r}")
+        offset = (off_hour * 60 + off_minute) * (1 if text[-6] == "+" else -1)
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
+        raise InvalidRecord("invalid_timestamp", f"no such date: {text!r}")
+    if hour > 23 or minute > 59 or second > 60:
+        raise InvalidRecord("invalid_timestamp", f"time of day out of range: {text!r}")
+    if second == 60 and (hour * 60 + minute - offset) % 1440 != _LEAP_MINUTE:
+        raise InvalidRecord("invalid_timestamp", f"a leap second not at 23:59:60 UTC: {text!r}")
+    fraction = text[20 : len(text) - (1 if text[-1] == "Z" else 6)]
+    days = _days_from_civil(year, month, day)
+    millis = (((days * 24 + hour) * 60 + minute - offset) * 60 + second) * 1000
+    if text[19] == ".":
+        millis += int((fraction + "00")[:3])
+    return millis
+
+
+def _in_range(millis: int, text: str) -> int:
+    if MIN_EPOCH_MS <= millis <= MAX_EPOCH_MS:
+        return millis
+    raise InvalidRecord("invalid_timestamp", f"outside years 0001..9999 UTC: {text!r}")
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date, year 0 included (datetime's
+    range starts at year 1, but an offset can bring 0000-12-31 into it)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 # Events arrive clustered in time, so a few cached days serve nearly every call.

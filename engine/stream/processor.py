@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from msgspec import UnsetType
 
 from engine.core.catalog import Catalog
 from engine.core.deliveries import new_delivery_state
@@ -27,12 +28,11 @@ from engine.core.delivery_state import DeliveryState
 from engine.core.events import (
     Interaction,
     TriggerEvent,
-    custom_event,
-    profile_update,
-    session_event,
-)
-from engine.core.events import (
-    interaction as parse_interaction,
+    read_custom_event,
+    read_interaction,
+    read_profile_update,
+    read_session_event,
+    read_test_send,
 )
 from engine.core.interactions import join_interaction
 from engine.core.matcher import evaluate, is_stale, is_too_far_ahead
@@ -41,9 +41,9 @@ from engine.core.policy import MatchPolicy
 from engine.core.release import release_pending
 from engine.core.state import UserState
 from engine.core.test_sends import test_delivery
+from engine.core.wire import TestSendRecord
 from engine.errors import InvalidRecord, StateFormatError
 from engine.metrics import BatchTally
-from engine.schemas import RecordValidator, validator
 from engine.state.keys import DELIVERY_PREFIX, USER_PREFIX
 from engine.state.store import PartitionStore
 from engine.stats.partition_stats import PartitionStats
@@ -61,6 +61,7 @@ USER_CACHE_LIMIT = 50_000
 # Settings.max_input_bytes' default: the largest input record (key and value) parsed.
 DEFAULT_MAX_INPUT_BYTES = 262_144
 
+# The schema each input topic's records follow (their structs are in engine.core.wire).
 SCHEMA_BY_KIND = {
     InputKind.SESSIONS: "session-event",
     InputKind.CUSTOM_EVENTS: "custom-event",
@@ -107,9 +108,6 @@ class PartitionProcessor:
         self.topics = topics
         self._catalog = catalog
         self._policy = policy
-        self._validators: dict[InputKind, RecordValidator] = {
-            kind: validator(name) for kind, name in SCHEMA_BY_KIND.items()
-        }
         self._users: dict[str, UserState] = {}
         self._dirty_users: set[str] = set()
         self.due = DueIndex(store)
@@ -159,31 +157,27 @@ class PartitionProcessor:
             )
         if record.value is None:
             raise InvalidRecord("invalid_json", "record has no value")
-        try:
-            document = orjson.loads(record.value)
-        except orjson.JSONDecodeError as error:
-            raise InvalidRecord("invalid_json", str(error)) from None
-        self._validators[kind].check(document)
-        key = _user_key(record.key)
-        if key != document["user_id"]:
-            raise InvalidRecord(
-                "invalid_key",
-                f"record key {key!r} differs from user_id {document['user_id']!r}: "
-                "input topics must be keyed by user_id",
-            )
+        value: bytes = record.value
         if kind is InputKind.CUSTOM_EVENTS:
-            event = custom_event(document)
+            event = read_custom_event(value)
+            _check_key(record.key, event.user_id)
             label = catalog.label_for_event_name(event.event_name)
             self._match(kind, event, label, catalog, now_ms)
         elif kind is InputKind.SESSIONS:
-            event = session_event(document)
+            event = read_session_event(value)
+            _check_key(record.key, event.user_id)
             self._match(kind, event, event.event_name, catalog, now_ms)
         elif kind is InputKind.INTERACTIONS:
-            self._join(parse_interaction(document), catalog, now_ms)
+            interaction = read_interaction(value)
+            _check_key(record.key, interaction.user_id)
+            self._join(interaction, catalog, now_ms)
         elif kind is InputKind.TEST_SENDS:
-            self._test_send(document, catalog, now_ms)
+            request = read_test_send(value)
+            _check_key(record.key, request.user_id)
+            self._test_send(request, catalog, now_ms)
         else:
-            update = profile_update(document)
+            update = read_profile_update(value)
+            _check_key(record.key, update.user_id)
             if is_too_far_ahead(update.timestamp_ms, now_ms, self._policy):
                 self.outbox.tally.stale_events[kind.value] += 1
                 return
@@ -280,18 +274,18 @@ class PartitionProcessor:
         if result.element_metric is not None:
             self.outbox.tally.element_clicks[(engagement_id, variant, result.element_metric)] += 1
 
-    def _test_send(self, request: dict[str, Any], catalog: Catalog, now_ms: int) -> None:
-        engagement = catalog.get(request["engagement_id"])
+    def _test_send(self, request: TestSendRecord, catalog: Catalog, now_ms: int) -> None:
+        engagement = catalog.get(request.engagement_id)
         if engagement is None:
             raise InvalidRecord(
-                "unknown_engagement", f"no engagement {request['engagement_id']!r} to test-send"
+                "unknown_engagement", f"no engagement {request.engagement_id!r} to test-send"
             )
         delivery = test_delivery(
             engagement,
-            request["user_id"],
+            request.user_id,
             now_ms,
-            request_id=request["request_id"],
-            variant=request.get("variant"),
+            request_id=request.request_id,
+            variant=None if isinstance(request.variant, UnsetType) else request.variant,
         )
         self._emit_delivery(delivery, now_ms, now_ms)
 
@@ -399,6 +393,17 @@ class PartitionProcessor:
         self.due.reload()
         self.stats.forget_published()
         self.outbox = Outbox()
+
+
+def _check_key(raw: bytes | None, user_id: str) -> None:
+    """Refuse a record not keyed by its user_id: its state would live on another partition."""
+    key = _user_key(raw)
+    if key != user_id:
+        raise InvalidRecord(
+            "invalid_key",
+            f"record key {key!r} differs from user_id {user_id!r}: "
+            "input topics must be keyed by user_id",
+        )
 
 
 def _user_key(raw: bytes | None) -> str | None:

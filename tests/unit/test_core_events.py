@@ -52,9 +52,12 @@ def test_custom_event() -> None:
     assert event.device is None
 
 
-def test_optional_fields_may_be_absent_or_null() -> None:
-    event = custom_event({**CUSTOM, "properties": None, "attributes": None})
+def test_optional_fields_may_be_absent_but_not_null() -> None:
+    event = custom_event({k: v for k, v in CUSTOM.items() if k != "properties"})
     assert event.properties == {} and event.attributes == {}
+    with pytest.raises(InvalidRecord) as raised:
+        custom_event({**CUSTOM, "properties": None})  # the schema wants an object
+    assert raised.value.reason == "invalid_field"
     bare = {k: v for k, v in SESSION.items() if k not in ("device", "attributes")}
     assert session_event(bare).properties == {}
 
@@ -64,11 +67,16 @@ def test_optional_fields_may_be_absent_or_null() -> None:
     [
         (session_event, "not a record", "invalid_field"),
         (session_event, {**SESSION, "type": "session_pause"}, "invalid_field"),
-        (session_event, {**SESSION, "user_id": None}, "missing_field"),
+        (session_event, {**SESSION, "user_id": None}, "invalid_field"),
+        (session_event, {k: v for k, v in SESSION.items() if k != "user_id"}, "missing_field"),
+        (session_event, {**SESSION, "colour": "blue"}, "unknown_field"),
+        (session_event, {**SESSION, "device": {"model": "x"}}, "unknown_field"),
         (session_event, {**SESSION, "user_id": 42}, "invalid_field"),
         (session_event, {**SESSION, "event_id": ""}, "invalid_field"),
         (session_event, {**SESSION, "device": "iphone"}, "invalid_field"),
-        (session_event, {**SESSION, "timestamp": None}, "missing_field"),
+        (session_event, {**SESSION, "timestamp": None}, "invalid_timestamp"),
+        (session_event, {**SESSION, "timestamp": "2026-11-23t10:00:00z"}, "invalid_timestamp"),
+        (session_event, {**SESSION, "timestamp": "2026-11-23T10:59:60Z"}, "invalid_timestamp"),
         (session_event, {**SESSION, "timestamp": "2026-11-23T10:00:00"}, "invalid_timestamp"),
         (custom_event, {**CUSTOM, "name": ""}, "invalid_field"),
         (custom_event, {**CUSTOM, "properties": [1, 2]}, "invalid_field"),

@@ -321,3 +321,20 @@ def test_a_message_past_the_limit_is_refused_and_the_largest_delivery_fits_any_l
     _handle(processor, _record("custom-events", _custom(longest, "Open", longest)))
     [delivery] = [r for r in processor.outbox.records if r.topic == TOPICS.deliveries]
     assert len(delivery.key or b"") + len(delivery.value) <= 65_536
+
+
+@pytest.mark.parametrize("timestamp", ["2026-11-23T13:59:60Z", "2026-11-23t14:00:00z"])
+def test_a_timestamp_the_schema_refuses_is_an_invalid_timestamp_dead_letter(
+    store: PartitionStore, timestamp: str
+) -> None:
+    # The old hand-written parser read both (a leap second at any minute, lower case);
+    # the schema refuses them: now the one decode does too, with the reason that fits.
+    processor = _processor(store, _catalog(_engagement("hello", "Open")))
+    _handle(
+        processor,
+        _record("custom-events", {**_custom("ann", "Open", "e-1"), "timestamp": timestamp}),
+    )
+    [letter] = _outputs(processor, TOPICS.dead_letters)
+    assert letter["reason"] == "invalid_timestamp"
+    assert letter["error"].startswith("$.timestamp")
+    assert _outputs(processor, TOPICS.deliveries) == []

@@ -7,6 +7,7 @@ of characters JSON escapes to six bytes) and checks it encodes under the stated 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -125,15 +126,12 @@ def test_an_event_with_attributes_past_the_bounds_is_refused_before_matching() -
             )
         ]
     )
-    event = custom_event(
-        {
-            "event_id": "e1",
-            "user_id": "ann",
-            "name": "Open",
-            "timestamp": NOW,
-            "attributes": {"bio": "x" * (MAX_ATTRIBUTE_STRING_LENGTH + 1)},
-        }
-    )
+    fields = {"event_id": "e1", "user_id": "ann", "name": "Open", "timestamp": NOW}
+    too_long = {"bio": "x" * (MAX_ATTRIBUTE_STRING_LENGTH + 1)}
+    with pytest.raises(InvalidRecord, match="invalid_field"):  # a record's decode refuses it
+        custom_event({**fields, "attributes": too_long})
+    # and the core refuses it from anywhere else
+    event = dataclasses.replace(custom_event(fields), attributes=too_long)
     user = UserState()
     with pytest.raises(InvalidRecord, match="invalid_field"):
         evaluate(event, user, catalog, NOW)
