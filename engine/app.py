@@ -19,6 +19,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.admin.diagnose_cache import DiagnoseCache
+from engine.loop_stall import LoopStallMonitor
 from engine.metrics import EngineMetrics
 from engine.retry import access_error
 from engine.settings import Settings
@@ -34,6 +35,7 @@ class EngineService(Service):
         super().__init__(**kwargs)
         self.engine = engine
         self._task: asyncio.Task[None] | None = None
+        self.loop_stall = LoopStallMonitor(engine.metrics.loop_stall, engine.metrics.loop_stall_max)
 
     async def on_start(self) -> None:
         settings = self.engine.settings
@@ -44,6 +46,8 @@ class EngineService(Service):
         )
         # SIGUSR1 logs every asyncio task's stack: the way to see what a stuck worker awaits.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_task_stacks)
+        # Started before the engine: stalls while it waits for Kafka or recovers count too.
+        self.loop_stall.start()
         # The engine waits for Kafka itself (creating topics first): /health answers 503
         # meanwhile, and the worker never exits for want of a broker.
         self._task = asyncio.create_task(self._run(), name="declic-engine")
@@ -75,6 +79,7 @@ class EngineService(Service):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.loop_stall.stop()
 
 
 def _log_task_stacks() -> None:

@@ -33,6 +33,8 @@ from engine.core.plan import BitCounts, TriggerPlan
 
 # Event-to-delivery latency buckets, in seconds: from 5 ms to 10 minutes (delayed messages).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+# Event-loop stall buckets, in seconds: from timer jitter (5 ms) to a worker frozen for 10 s.
+STALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Outcomes of events that are not trigger events passing the trigger's filters.
 NOT_A_TRIGGER = frozenset({Outcome.FILTER_MISS, Outcome.STALE, Outcome.CANCELLED, Outcome.EXPIRED})
 
@@ -263,6 +265,17 @@ class EngineMetrics:
         self.state_recovery_records = PromCounter(
             "declic_state_recovery_records",
             "Changelog records replayed into local state",
+            registry=reg,
+        )
+        self.loop_stall = Histogram(
+            "declic_loop_stall_seconds",
+            "How late a periodic timer fired on the worker's event loop (it ran without yielding)",
+            buckets=STALL_BUCKETS,
+            registry=reg,
+        )
+        self.loop_stall_max = Gauge(
+            "declic_loop_stall_max_seconds",
+            "Longest event loop stall since the worker started",
             registry=reg,
         )
 

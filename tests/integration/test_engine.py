@@ -7,7 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from engine.metrics import STALL_BUCKETS
 from engine.schemas import validator
 from tests.integration.conftest import Harness
 
@@ -346,3 +348,15 @@ async def test_only_state_changes_reach_the_changelog(harness: Harness) -> None:
     written = await harness.changelog_keys_since(start)
     assert f"u:{user}".encode() in written
     assert f"d:{delivery['delivery_id']}".encode() in written
+
+
+def test_worker_exports_its_loop_stalls(harness: Harness) -> None:
+    samples = {
+        (sample.name, sample.labels.get("le"))
+        for family in text_string_to_metric_families(harness.worker.metrics_text())
+        for sample in family.samples
+        if sample.name.startswith("declic_loop_stall")
+    }
+    buckets = {le for name, le in samples if name == "declic_loop_stall_seconds_bucket"}
+    assert buckets == {str(float(le)) for le in STALL_BUCKETS} | {"+Inf"}
+    assert ("declic_loop_stall_max_seconds", None) in samples
