@@ -15,6 +15,7 @@ import cProfile
 import pstats
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -34,7 +35,7 @@ BATCH_RECORDS = 500
 CHECKPOINT_RECORDS = 2_000
 
 
-def consumer_records(messages: list[Message], topics: TopicNames) -> list[ConsumerRecord]:
+def consumer_records(messages: Iterable[Message], topics: TopicNames) -> list[ConsumerRecord]:
     """Return the messages as partition 0's records, as the engine's consumer hands them."""
     by_kind = {kind.value: name for name, kind in topics.inputs.items()}
     return [

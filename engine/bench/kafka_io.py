@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ PRODUCER_OPTIONS: dict[str, Any] = {
     "max_batch_size": 256 * 1024,
     "compression_type": None,
 }
+# Acknowledgements awaited at most this far behind the latest send: the bench publishes as
+# many records as it has users, and holding a future for each would grow without bound.
+SEND_WINDOW = 10_000
 
 
 class BenchError(DeclicError):
@@ -41,20 +45,29 @@ def bulk_producer(settings: Settings, linger_ms: int = BULK_LINGER_MS) -> AIOKaf
 
 
 async def send_all(
-    producer: AIOKafkaProducer, settings: Settings, messages: Iterable[Message]
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    messages: Iterable[Message],
+    window: int = SEND_WINDOW,
 ) -> int:
-    """Send messages without waiting for each acknowledgement; wait for all at the end."""
-    futures = []
+    """Send messages without waiting for each acknowledgement, keeping at most `window`
+    unacknowledged (memory stays bounded however many `messages` yields); return the count."""
+    pending: deque[asyncio.Future[Any]] = deque()
+    sent = 0
     for message in messages:
         topic = settings.topic(message.kind)
-        futures.append(await producer.send(topic, message.value, key=message.key))
+        pending.append(await producer.send(topic, message.value, key=message.key))
+        sent += 1
+        if len(pending) > window:
+            # Usually acknowledged long since: this rarely waits, so batches keep filling.
+            await pending.popleft()
     await producer.flush()
-    await asyncio.gather(*futures)
-    return len(futures)
+    await asyncio.gather(*pending)
+    return sent
 
 
-async def publish(settings: Settings, messages: Sequence[Message]) -> int:
-    """Publish messages with a throw-away bulk producer."""
+async def publish(settings: Settings, messages: Iterable[Message]) -> int:
+    """Publish messages with a throw-away bulk producer, as `messages` yields them."""
     producer = bulk_producer(settings)
     await producer.start()
     try:

@@ -57,16 +57,10 @@ async def _prepare(settings: Settings, options: BenchOptions, now_ms: int) -> No
     await ensure_topics(settings)
     await apply_engagements(settings, engagements(options.engagements, options.seed), now_ms)
     _note(f"applied {options.engagements} engagements")
+    # Generated as they are sent: memory stays bounded whatever the number of users.
     await kafka_io.publish(settings, profiles(options.users, now_ms, options.seed))
     source = EventSource(options.users, options.seed)
-    producer = kafka_io.bulk_producer(settings)
-    await producer.start()
-    try:
-        for start in range(0, options.events, 50_000):
-            count = min(50_000, options.events - start)
-            await kafka_io.send_all(producer, settings, source.batch(count, now_ms))
-    finally:
-        await producer.stop()
+    await kafka_io.publish(settings, source.stream(options.events, now_ms))
     _note(f"published {options.users} profiles and {options.events} events")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,12 @@ def user_id(index: int) -> str:
     return f"bench-user-{index}"
 
 
-def profiles(users: int, now_ms: int, seed: int) -> list[Message]:
-    """Return one profile record per user, with country, plan and age."""
+def profiles(users: int, now_ms: int, seed: int) -> Iterator[Message]:
+    """Yield one profile record per user, with country, plan and age, as it is consumed.
+
+    A generator: the bench publishes millions of users, which as a list would not fit in
+    memory. The records are the same as a list's, in the same order, for a given seed."""
     rng = random.Random(f"{seed}:profiles")
-    records = []
     for index in range(users):
         user = user_id(index)
         record = {
@@ -47,8 +50,7 @@ def profiles(users: int, now_ms: int, seed: int) -> list[Message]:
                 "age": rng.randint(16, 80),
             },
         }
-        records.append(Message("profiles", user.encode(), orjson.dumps(record)))
-    return records
+        yield Message("profiles", user.encode(), orjson.dumps(record))
 
 
 def engagements(count: int, seed: int) -> list[dict[str, Any]]:
@@ -133,3 +135,8 @@ class EventSource:
     def batch(self, count: int, now_ms: int) -> list[Message]:
         """Return the next `count` events, all stamped `now_ms`."""
         return [self.next(now_ms) for _ in range(count)]
+
+    def stream(self, count: int, now_ms: int) -> Iterator[Message]:
+        """Yield the next `count` events, all stamped `now_ms`, as they are consumed."""
+        for _ in range(count):
+            yield self.next(now_ms)

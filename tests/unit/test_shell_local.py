@@ -71,7 +71,7 @@ def _processed_partition(store: PartitionStore) -> tuple[PartitionProcessor, Cat
         for document in engagements(30, seed=3)
     )
     processor = PartitionProcessor(0, store, topics, lambda: catalog, MatchPolicy())
-    messages = profiles(300, NOW_MS, seed=3) + EventSource(300, seed=3).batch(900, NOW_MS)
+    messages = [*profiles(300, NOW_MS, seed=3), *EventSource(300, seed=3).batch(900, NOW_MS)]
     for record in consumer_records(messages, topics):
         processor.handle_batch(TopicPartition(record.topic, 0), [record], NOW_MS)
     staged, outbox = processor.freeze_checkpoint()
