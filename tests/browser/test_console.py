@@ -89,15 +89,30 @@ def _fill(driver: WebDriver, name: str, value: str) -> None:
     field.send_keys(value)
 
 
-def _press(driver: WebDriver, text: str) -> None:
-    """Click the visible button with this text."""
+def _press(driver: WebDriver, text: str, *, loads_a_page: bool = True) -> None:
+    """Click the visible button with this text; wait for the page it loads, if any.
+
+    A form may answer at the very path it was posted from (Pause, a test send): waiting
+    for the path would look at the old page while the new one loads. The old page's
+    window carries a mark a new document does not.
+    """
     buttons = [
         button
         for button in driver.find_elements(By.TAG_NAME, "button")
         if button.is_displayed() and button.text.strip() == text
     ]
     assert len(buttons) == 1, f"{len(buttons)} visible buttons {text!r}"
+    if loads_a_page:
+        driver.execute_script("window.__pageBeforePress = true;")
     buttons[0].click()
+    if loads_a_page:
+        _wait(
+            driver,
+            f"the page {text!r} loads",
+            lambda d: d.execute_script(
+                "return window.__pageBeforePress !== true && document.readyState === 'complete'"
+            ),
+        )
 
 
 def _buttons(driver: WebDriver) -> set[str]:
@@ -192,7 +207,7 @@ def test_an_experiment_from_the_form_to_its_figures_by_role(
         int(field.get_attribute("name").split(".")[1])
         for field in driver.find_elements(By.CSS_SELECTOR, "[name^='variants.'][name$='.id']")
     )
-    _press(driver, "Add a variant")
+    _press(driver, "Add a variant", loads_a_page=False)
     added = f"variants.{blank_variant + 1}"
     _wait(driver, "a variant added", lambda d: d.find_elements(By.NAME, f"{added}.id"))
     driver.find_element(
