@@ -27,7 +27,9 @@ def add_bench_command(commands: Any) -> None:
         "engagements and events, start a worker, and measure its sustained events/s, peak "
         "RSS and state size, against a raw aiokafka pass-through (the ceiling) and a plain "
         "Faust agent (the floor) on the same messages. With --rate, also measure "
-        "event-to-delivery latency at a fixed publishing rate. Prints a table and writes a "
+        "event-to-delivery latency at a fixed publishing rate. Then restart one worker on an "
+        "empty data directory and measure how long it takes to rebuild every user's state from "
+        "the changelog and serve, and its peak RSS meanwhile. Prints a table and writes a "
         "JSON file; deletes its topics at the end.",
     )
     bench.add_argument(
@@ -114,6 +116,12 @@ def add_bench_command(commands: Any) -> None:
         help="also draw throughput (and latency, with --rate) over time (needs matplotlib)",
     )
     bench.add_argument(
+        "--no-rebuild",
+        dest="rebuild",
+        action="store_false",
+        help="skip the rebuild phase (a worker restarted on an empty disk)",
+    )
+    bench.add_argument(
         "--keep-topics", action="store_true", help="do not delete the bench's topics at the end"
     )
     bench.set_defaults(handler=_cmd_bench)
@@ -151,6 +159,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         keep_topics=args.keep_topics,
         workers=args.workers,
         diagnose_clients=args.diagnose_clients,
+        rebuild=args.rebuild,
     )
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like Ctrl-C: the workers and the floor stop, the topics are deleted.

@@ -52,6 +52,35 @@ def events_read_by(workers: Sequence[WorkerProcess]) -> dict[str, float] | None:
     return total
 
 
+def serving(worker: WorkerProcess) -> bool:
+    """Return whether /health answers 200 with every partition assigned to the worker running.
+
+    A partition still recovering its state from the changelog is assigned but not running.
+    """
+    try:
+        status, body = worker.health_status()
+    except (OSError, ValueError):
+        return False
+    states = body.get("partition_states")
+    everything = {str(number) for number in range(worker.settings.partitions)}
+    return (
+        status == 200
+        and isinstance(states, dict)
+        and set(states) == everything
+        and set(states.values()) == {"running"}
+    )
+
+
+def metric_total(metrics_text: str, name: str) -> float:
+    """Return the sum of a metric's samples (every label set) in a /metrics page; 0 if absent."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == name or sample.startswith(name + "{"):
+            total += float(value)
+    return total
+
+
 def percentile(values: list[float], share: float) -> float:
     """Return the value below which ``share`` of ``values`` fall (nearest rank)."""
     ordered = sorted(values)

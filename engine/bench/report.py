@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 
 MIB = 1024 * 1024
+# Issue 15: a worker with an empty disk rebuilds its users' state and serves within this.
+REBUILD_TARGET_SECONDS = 30.0
 
 
 def render_table(results: dict[str, Any]) -> str:
@@ -42,6 +44,7 @@ def render_table(results: dict[str, Any]) -> str:
     rows += [
         ("peak RSS MiB (worker)", f"{engine['peak_rss_bytes'] / MIB:,.1f}"),
         ("state size MiB (data dir)", f"{engine['state_bytes'] / MIB:,.1f}"),
+        *_rebuild_rows(results.get("rebuild")),
         ("users", f"{options['users']:,}"),
         ("engagements", f"{options['engagements']:,}"),
         ("events", f"{options['events']:,}"),
@@ -52,6 +55,27 @@ def render_table(results: dict[str, Any]) -> str:
         rows.append(("runs (figures are medians)", f"{len(runs)}"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _rebuild_rows(rebuild: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Return the rows of the rebuild phase (none when it was skipped)."""
+    if rebuild is None:
+        return []
+    verdict = "met" if rebuild["target_met"] else "missed"
+    return [
+        (
+            "rebuild s (empty disk to serving)",
+            f"{rebuild['seconds']:,.1f} (< {rebuild['target_seconds']:g} s: {verdict})",
+        ),
+        ("peak RSS MiB (rebuild)", f"{rebuild['peak_rss_bytes'] / MIB:,.1f}"),
+        ("changelog records replayed", f"{rebuild['changelog_records']:,.0f}"),
+    ]
+
+
+def mark_rebuild_target(rebuild: dict[str, Any]) -> None:
+    """Record in ``rebuild`` the target on its seconds and whether it was met."""
+    rebuild["target_seconds"] = REBUILD_TARGET_SECONDS
+    rebuild["target_met"] = rebuild["seconds"] < REBUILD_TARGET_SECONDS
 
 
 def _diagnose_row(fixed: dict[str, Any]) -> tuple[str, str]:
@@ -89,6 +113,9 @@ HEADLINE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("diagnose_load_latency_ms_p50", ("engine", "fixed_rate_diagnose", "latency_ms_p50")),
     ("diagnose_load_latency_ms_p99", ("engine", "fixed_rate_diagnose", "latency_ms_p99")),
     ("diagnose_requests", ("engine", "fixed_rate_diagnose", "diagnose", "requests")),
+    ("rebuild_seconds", ("rebuild", "seconds")),
+    ("rebuild_peak_rss_bytes", ("rebuild", "peak_rss_bytes")),
+    ("rebuild_changelog_records", ("rebuild", "changelog_records")),
 )
 
 
@@ -119,6 +146,8 @@ def combine_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         parent = _parent(combined, path)
         if parent is not None and all(name in figures for figures in headlines):
             parent[path[-1]] = statistics.median(figures[name] for figures in headlines)
+    if "rebuild" in combined:  # judged on the median, not on the last run
+        mark_rebuild_target(combined["rebuild"])
     combined["runs"] = headlines
     return combined
 

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from engine.admin.engagements import apply_engagements
 from engine.app import faust_broker_url
 from engine.bench import kafka_io, measure
+from engine.bench.report import mark_rebuild_target
 from engine.bench.workload import EVENT_TOPICS, EventSource, engagements, profiles
 from engine.child_process import free_port
 from engine.settings import Settings
@@ -43,6 +44,7 @@ class BenchOptions:
     keep_topics: bool = False
     workers: int = 1
     diagnose_clients: int = 0
+    rebuild: bool = True
 
 
 def _note(text: str) -> None:
@@ -201,6 +203,8 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
         asyncio.run(_prepare(settings, options, now_ms))
         prepared = True
         results["engine"] = _engine_phase(settings, options, work_dir)
+        if options.rebuild:
+            results["rebuild"] = _rebuild_phase(settings, options, work_dir)
         results["ceiling"] = _ceiling(settings, options)
         results["floor"] = _floor(settings, options, work_dir)
         ok = True
@@ -268,6 +272,44 @@ def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> 
             worker.stop()
     engine["state_bytes"] = measure.directory_bytes(settings.data_dir)
     return engine
+
+
+def _rebuild_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> dict[str, Any]:
+    """Start one worker, with the first one's id and settings, on an empty data directory (the
+    engine phase stopped every worker); return how long it took to serve, its peak RSS and the
+    changelog records it replayed.
+
+    Alone in its group it gets every partition: it rebuilds every user's state, as a single
+    worker replacing a lost disk would.
+    """
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
+    worker = WorkerProcess(_worker_settings(settings, 0, options.workers), work_dir / "rebuild.log")
+    started = time.monotonic()
+    worker.start()
+    try:
+        while not measure.serving(worker):
+            if not worker.running:
+                raise kafka_io.BenchError(f"the rebuilding worker exited; see {worker.log_path}")
+            if time.monotonic() - started > options.timeout:
+                raise kafka_io.BenchError(
+                    f"the worker did not serve within {options.timeout:.0f}s after starting on "
+                    f"an empty disk; see {worker.log_path}"
+                )
+            time.sleep(measure.POLL_SECONDS)
+        seconds = time.monotonic() - started
+        assert worker.pid is not None
+        rebuild: dict[str, Any] = {
+            "seconds": seconds,
+            "peak_rss_bytes": measure.peak_rss_bytes(worker.pid),
+            "changelog_records": measure.metric_total(
+                worker.metrics_text(), "declic_state_recovery_records_total"
+            ),
+        }
+    finally:
+        worker.stop()
+    mark_rebuild_target(rebuild)
+    _note(f"rebuild: serving after {rebuild['seconds']:.1f}s on an empty disk")
+    return rebuild
 
 
 def _worker_settings(settings: Settings, number: int, count: int) -> Settings:

@@ -79,6 +79,13 @@ async def test_bench_smoke(
     assert 0 <= fixed["latency_ms_p50"] <= fixed["latency_ms_p99"]
     assert len(fixed["latency_series"]) == fixed["deliveries"]
     assert results["engine_over_floor"] > 0 and results["engine_over_ceiling"] > 0
+    # One worker restarted on an empty disk rebuilt every user's state from the changelog.
+    assert "rebuild s (empty disk to serving)" in printed
+    rebuild = results["rebuild"]
+    assert rebuild["seconds"] > 0
+    assert rebuild["peak_rss_bytes"] > 0
+    assert rebuild["changelog_records"] >= 500  # at least a profile per user
+    assert rebuild["target_met"] is (rebuild["seconds"] < 30)
     # Its topics are gone.
     assert await _topics_named(settings, results["topic_prefix"]) == []
 
