@@ -209,18 +209,31 @@ async def read_catalog(settings: Settings) -> dict[str, dict[str, Any]]:
     return dict(follower.records)
 
 
+def name_holder(
+    engagement: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]]
+) -> str | None:
+    """Return the id of another engagement, not archived, holding ``engagement``'s name
+    (None if there is none, or if ``engagement`` is archived: archiving frees a name)."""
+    if engagement.get("status") == "archived":
+        return None
+    for engagement_id, record in current.items():
+        other = record["engagement"]
+        if (
+            engagement_id != engagement.get("id")
+            and other["status"] != "archived"
+            and other["name"] == engagement.get("name")
+        ):
+            return engagement_id
+    return None
+
+
 def _check_unique_names(
     documents: Sequence[dict[str, Any]], current: dict[str, dict[str, Any]]
 ) -> None:
-    holders = {
-        record["engagement"]["name"]: engagement_id
-        for engagement_id, record in current.items()
-        if record["engagement"]["status"] != "archived"
-    }
     problems = []
     for engagement in documents:
-        holder = holders.get(engagement["name"])
-        if engagement["status"] != "archived" and holder not in (None, engagement["id"]):
+        holder = name_holder(engagement, current)
+        if holder is not None:
             problems.append(
                 f"{engagement['id']}: name {engagement['name']!r} is already used by "
                 f"engagement {holder!r}"

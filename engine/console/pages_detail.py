@@ -9,7 +9,7 @@ from aiohttp import web
 
 from engine.admin.diagnose import Snapshot, report_from
 from engine.admin.engagement_yaml import engagement_yaml
-from engine.admin.engagements import EngagementRejected
+from engine.admin.engagements import STATUS_ACTIONS, EngagementRejected
 from engine.console.auth import require
 from engine.console.charts import funnel_bars, hourly_bars
 from engine.console.context import CONSOLE
@@ -19,11 +19,8 @@ from engine.stats.counts import HOUR_MS
 
 log = logging.getLogger(__name__)
 
-STATUS_BUTTONS = {
-    "pause": ("active",),
-    "resume": ("paused", "draft"),
-    "archive": ("draft", "active", "paused"),
-}
+# The statuses each button applies to: those `declic engagements pause|resume|archive` allow.
+STATUS_BUTTONS = {action: allowed for action, (allowed, _) in STATUS_ACTIONS.items()}
 DONE_WORDS = {
     "pause": "Paused",
     "resume": "Resumed",

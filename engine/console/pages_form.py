@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from engine.admin.engagements import EngagementRejected, engagement_file_problems
+from engine.admin.engagements import EngagementRejected, engagement_file_problems, name_holder
 from engine.console.auth import require
 from engine.console.context import CONSOLE
 from engine.console.forms import document_to_fields, fields_to_document, problem_fields
@@ -179,16 +179,9 @@ def _clashes(
     if record is None and isinstance(engagement_id, str) and engagement_id in records:
         holder = records[engagement_id]["engagement"]
         errors["id"] = [f"already used by engagement {holder['name']!r}"]
-    name = document.get("name")
-    if document.get("status") != "archived":
-        for other_id, other in records.items():
-            engagement = other["engagement"]
-            if (
-                other_id != engagement_id
-                and engagement["status"] != "archived"
-                and engagement["name"] == name
-            ):
-                errors["name"] = [f"already used by engagement {other_id!r}"]
+    holder_id = name_holder(document, records)
+    if holder_id is not None:
+        errors["name"] = [f"already used by engagement {holder_id!r}"]
     return errors
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from engine.diagnose.wording import duration_text
 from engine.stats.counts import HOUR_MS, VARIANT_FIELDS
 
 STATUSES: Final = ("draft", "active", "paused", "archived")
@@ -43,7 +44,7 @@ def trigger_text(engagement: Mapping[str, Any]) -> str:
         text += f" ({len(where)} condition{'s' if len(where) > 1 else ''})"
     delay = trigger.get("delay_seconds")
     if delay:
-        text += f", after {duration_words(int(delay))}"
+        text += f", after {duration_text(int(delay))}"
     return text
 
 
@@ -68,14 +69,6 @@ def schedule_text(engagement: Mapping[str, Any]) -> str:
 def _when(value: object) -> str:
     # As written, offset and all: the engagement's own words, not a conversion of them.
     return str(value).replace("T", " ", 1)
-
-
-def duration_words(seconds: int) -> str:
-    """Return ``90 s``, ``10 min``, ``2 h`` or ``3 d`` (rounded down past the unit)."""
-    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
 
 
 def matches(record: Mapping[str, Any], status: str, query: str) -> bool:
