@@ -23,43 +23,14 @@ fi
 "$declic" topics
 "$declic" engagements apply deploy/examples/*.yaml
 
-pids=()
-stop_all() {
-    trap - EXIT INT TERM
-    if ((${#pids[@]} > 0)); then
-        echo "stopping the console and the worker" >&2
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        wait "${pids[@]}" 2>/dev/null || true
-    fi
-}
-trap stop_all EXIT
-trap 'exit 0' INT TERM
-
-"$declic" worker --worker-id demo-console-1 --data-dir "$run_dir/data" --web-port "$web_port" \
-    --stats-interval-seconds 5 >"$run_dir/worker.log" 2>&1 &
-pids+=($!)
-"$declic" console --console-port "$port" >"$run_dir/console.log" 2>&1 &
-pids+=($!)
+demo=demo-console
+source "$repo/deploy/local/demo-processes.sh"
+demo_start worker "$declic" worker --worker-id demo-console-1 --data-dir "$run_dir/data" \
+    --web-port "$web_port" --stats-interval-seconds 5
+demo_start console "$declic" console --console-port "$port"
 
 # Ready when the console's /health answers 200 (it reads the engagement topics).
-health="http://127.0.0.1:${port}/health"
-for ((try = 0; ; try++)); do
-    for pid in "${pids[@]}"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "demo-console: a process exited; see .run/demo-console/worker.log and console.log" >&2
-            exit 1
-        fi
-    done
-    if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-        "$health" 2>/dev/null; then
-        break
-    fi
-    if ((try >= 240)); then
-        echo "demo-console: $health did not answer 200 within 2 minutes; see .run/demo-console/console.log" >&2
-        exit 1
-    fi
-    sleep 0.5
-done
+demo_wait_healthy "http://127.0.0.1:${port}/health" console.log
 
 cat <<MSG
 

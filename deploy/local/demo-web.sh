@@ -22,43 +22,14 @@ web_port="${DECLIC_WEB_PORT:-6066}"
 "$declic" topics
 "$declic" engagements apply deploy/examples/*.yaml
 
-pids=()
-stop_all() {
-    trap - EXIT INT TERM
-    if ((${#pids[@]} > 0)); then
-        echo "stopping the gateway and the worker" >&2
-        kill -TERM "${pids[@]}" 2>/dev/null || true
-        wait "${pids[@]}" 2>/dev/null || true
-    fi
-}
-trap stop_all EXIT
-trap 'exit 0' INT TERM
-
-"$declic" worker --worker-id demo-web-1 --data-dir "$run_dir/data" --web-port "$web_port" \
-    >"$run_dir/worker.log" 2>&1 &
-pids+=($!)
-"$declic" gateway --demo --gateway-port "$port" >"$run_dir/gateway.log" 2>&1 &
-pids+=($!)
+demo=demo-web
+source "$repo/deploy/local/demo-processes.sh"
+demo_start worker "$declic" worker --worker-id demo-web-1 --data-dir "$run_dir/data" \
+    --web-port "$web_port"
+demo_start gateway "$declic" gateway --demo --gateway-port "$port"
 
 # Ready when the gateway's /health answers 200 (it caught up on its topics).
-health="http://127.0.0.1:${port}/health"
-for ((try = 0; ; try++)); do
-    for pid in "${pids[@]}"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "demo-web: a process exited; see .run/demo-web/worker.log and gateway.log" >&2
-            exit 1
-        fi
-    done
-    if "$python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
-        "$health" 2>/dev/null; then
-        break
-    fi
-    if ((try >= 240)); then
-        echo "demo-web: $health did not answer 200 within 2 minutes; see .run/demo-web/gateway.log" >&2
-        exit 1
-    fi
-    sleep 0.5
-done
+demo_wait_healthy "http://127.0.0.1:${port}/health" gateway.log
 
 cat <<MSG
 
