@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -35,8 +35,6 @@ EVENT_NAMES_SECONDS: Final = 60.0
 EVENT_NAMES_SAMPLE: Final = 5000
 MAX_EVENT_NAMES: Final = 200
 TEST_SEND_WAIT_SECONDS: Final = 30.0
-
-T = TypeVar("T")
 
 
 class _Cached:
