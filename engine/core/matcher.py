@@ -32,8 +32,10 @@ stored on the user, and reports no outcome now (its cancel or release will).
 
 The checks run on all candidates at once, as bits of an int (see ``plan``): property and
 attribute filters through indexes by key, so an event costs a lookup per key rather than
-a call per candidate; only schedules, event counts, sampling and the user's history are
-looked at candidate by candidate, and only for candidates still in the running.
+a call per candidate; schedules, event counts and sampling through the indexes of
+``checks`` (a bisection per event, a count per filtered name and window, the hash version
+2 positions of all candidates with numpy); the user's history is walked, not the
+candidates. Only hash version 1 sampling (legacy) still costs a SHA-256 per candidate.
 """
 
 from __future__ import annotations
@@ -41,10 +43,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.core.bucketing import LEGACY_HASH_VERSION, mixed_position, position_of, user_hash
 from engine.core.catalog import Catalog
 from engine.core.conversions import ConversionWatch
-from engine.core.counters import counts_hold
 from engine.core.deliveries import delivery_id, delivery_record
 from engine.core.engagements import Engagement
 from engine.core.events import CUSTOM_PREFIX, TriggerEvent
@@ -189,20 +189,19 @@ def _match_candidates(
         local_wall_ms = (
             timestamp_ms if local_zone is None else wall_clock_ms(timestamp_ms, local_zone)
         )
-        scheduled = remaining & plan.scheduled
-        if failing := _outside_schedule(plan, scheduled, timestamp_ms, local_wall_ms):
+        if failing := plan.schedule_index.failing(timestamp_ms, local_wall_ms) & remaining:
             outcome_bits.append((plan, _OUTSIDE_SCHEDULE, failing))
             remaining ^= failing
     if not remaining:
         return
     failing = plan.audience.failing(profile) & remaining
-    if counted := (remaining ^ failing) & plan.counted:
-        failing |= _count_misses(plan, counted, user, timestamp_ms)
+    if (remaining ^ failing) & plan.counted:
+        failing |= plan.count_index.failing(user.event_times, timestamp_ms) & remaining
     if failing:
         outcome_bits.append((plan, _AUDIENCE_MISS, failing))
         remaining ^= failing
     if (sampled := remaining & plan.sampled) and (
-        failing := _sampled_out(plan, sampled, event.user_id.encode())
+        failing := plan.sample_index.failing(sampled, event.user_id.encode())
     ):
         outcome_bits.append((plan, _SAMPLED_OUT, failing))
         remaining ^= failing
@@ -233,44 +232,6 @@ def _match_candidates(
         result.scheduled = (won,)  # delayed: reported by its cancel or release
     else:
         outcome_bits.append((plan, won, winner))
-
-
-def _outside_schedule(plan: TriggerPlan, bits: int, timestamp_ms: int, local_wall_ms: int) -> int:
-    failing = 0
-    for index in bit_indexes(bits):
-        engagement = plan.candidates[index]
-        clock = engagement.clock
-        if not engagement.window_start_ms <= timestamp_ms < engagement.window_end_ms or (
-            clock is not None
-            and not clock.holds(local_wall_ms if clock.local_time else timestamp_ms)
-        ):
-            failing |= 1 << index
-    return failing
-
-
-def _count_misses(plan: TriggerPlan, bits: int, user: UserState, timestamp_ms: int) -> int:
-    failing = 0
-    for index in bit_indexes(bits):
-        if not counts_hold(plan.candidates[index].count_filters, user.event_times, timestamp_ms):
-            failing |= 1 << index
-    return failing
-
-
-def _sampled_out(plan: TriggerPlan, bits: int, user_key: bytes) -> int:
-    failing = 0
-    candidates = plan.candidates
-    hashed = -1  # the user's version 2 hash, computed at the first candidate that needs it
-    for index in bit_indexes(bits):
-        engagement = candidates[index]
-        if engagement.hash_version == LEGACY_HASH_VERSION:
-            drawn = position_of(engagement.sample_prefix, user_key)
-        else:
-            if hashed < 0:
-                hashed = user_hash(user_key)
-            drawn = mixed_position(hashed, engagement.sample_salt)
-        if drawn >= engagement.sample_threshold:
-            failing |= 1 << index
-    return failing
 
 
 def _not_re_eligible(plan: TriggerPlan, user: UserState, timestamp_ms: int) -> int:

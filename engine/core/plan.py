@@ -8,7 +8,8 @@ Filters are indexed by the key they read. Every filter reads one key only, so th
 on a key agree for every event or profile with the same value under it: a `KeyIndex`
 computes, once per distinct value, which candidates fail on that key, and remembers it. An
 event then costs one lookup per key that the plan's filters read, instead of a call per
-candidate and filter.
+candidate and filter. Schedules, event counts and sampling have indexes of their own,
+in ``checks``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
+from engine.core.checks import CountIndex, SampleIndex, ScheduleIndex
 from engine.core.counters import CountSpec
 from engine.core.engagements import Engagement
 from engine.core.operators import Atom, Predicate
@@ -152,6 +154,14 @@ def _bits_where(flags: Iterable[bool]) -> int:
     return bits
 
 
+def _bits_of(candidates: Iterable[tuple[int, Engagement]]) -> int:
+    """Return the int whose bits are the indexes of (index, engagement) pairs."""
+    bits = 0
+    for index, _ in candidates:
+        bits |= 1 << index
+    return bits
+
+
 class TriggerPlan:
     """Everything the matcher needs per trigger key, found with one lookup per event.
 
@@ -161,6 +171,7 @@ class TriggerPlan:
     __slots__ = (
         "audience",
         "candidates",
+        "count_index",
         "count_spec",
         "counted",
         "delayed",
@@ -168,7 +179,9 @@ class TriggerPlan:
         "inactive",
         "obeys_caps",
         "position",
+        "sample_index",
         "sampled",
+        "schedule_index",
         "scheduled",
         "uses_local_time",
         "where",
@@ -186,18 +199,24 @@ class TriggerPlan:
         self.inactive = _bits_where(not item.is_active for item in candidates)
         self.where = FilterIndex([item.where_atoms for item in candidates])
         self.audience = FilterIndex([item.audience_atoms for item in candidates])
-        # Candidates whose schedule can exclude an event: checked one by one.
-        self.scheduled = _bits_where(
-            (
-                item.clock is not None
-                or item.window_start_ms > OPEN_START
-                or item.window_end_ms < OPEN_END
-                for item in candidates
-            ),
-        )
-        self.counted = _bits_where(bool(item.count_filters) for item in candidates)
+        # Candidates whose schedule can exclude an event, their counts and their sampling:
+        # each decided for all of them at once (see ``checks``).
+        scheduled = [
+            (index, item)
+            for index, item in enumerate(candidates)
+            if item.clock is not None
+            or item.window_start_ms > OPEN_START
+            or item.window_end_ms < OPEN_END
+        ]
+        self.scheduled = _bits_of(scheduled)
+        self.schedule_index = ScheduleIndex(scheduled)
+        counted = [(index, item) for index, item in enumerate(candidates) if item.count_filters]
+        self.counted = _bits_of(counted)
+        self.count_index = CountIndex(counted)
         self.delayed = _bits_where(item.delay_ms > 0 for item in candidates)
-        self.sampled = _bits_where(item.percent < 100 for item in candidates)
+        sampled = [(index, item) for index, item in enumerate(candidates) if item.percent < 100]
+        self.sampled = _bits_of(sampled)
+        self.sample_index = SampleIndex(sampled)
         self.obeys_caps = _bits_where(not item.ignore_frequency_caps for item in candidates)
         self.position: Mapping[str, int] = {item.id: index for index, item in enumerate(candidates)}
 
