@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from msgspec import Struct, StructMeta
 
 from engine.core.attributes import MAX_ATTRIBUTES, check_attributes
 from engine.core.caps import FrequencyCap, is_capped, record_delivery_time
 from engine.core.conversions import ConversionWatch, add_watch
 from engine.core.counters import CountSpec, record_occurrence
 from engine.core.delivery_state import DeliveryState
-from engine.core.json_values import is_integer, stored_object
+from engine.core.json_values import stored_object
 from engine.core.pending import PendingDelivery
+from engine.core.stored_state import read_event_times, read_list, read_times, sorted_times
 from engine.errors import InvalidRecord
 
 __all__ = ["MAX_DELIVERY_HISTORY", "MAX_USER_STATE_BYTES", "DeliveryState", "UserState"]
@@ -35,6 +37,9 @@ _FIT_TARGET: Final = MAX_USER_STATE_BYTES - MAX_USER_STATE_BYTES // 8
 MAX_DELIVERY_HISTORY: Final = 256
 
 _MISSING: Final = object()
+# The watch list of every user without watches: shared, so it costs the collector
+# nothing, and never mutated (a user's first watch replaces it by a list of its own).
+_NO_WATCHES: Final[list[ConversionWatch]] = []
 # Upper bounds, in compact JSON, of an epoch-ms time with its comma, and of a section's
 # name and braces: what a growth adds on top of the strings it measures.
 _TIME_BYTES: Final = 16
@@ -57,42 +62,42 @@ def _time_then_name(item: tuple[str, int]) -> tuple[int, str]:
     return item[1], item[0]
 
 
-def _times(data: Mapping[str, object], key: str) -> dict[str, int]:
-    times = dict(stored_object(data, key))
-    for name, value in times.items():
-        if not is_integer(value):
-            raise InvalidRecord("invalid_state", f"{key!r}[{name!r}] must be epoch ms")
-    return times  # type: ignore[return-value]  # every value checked above
+class _UserStateMeta(StructMeta):
+    """Build a ``UserState`` from its parts: copied, sorted and checked.
+
+    A struct cannot define ``__init__``; its metaclass's ``__call__`` is what
+    ``UserState(...)`` runs.
+    """
+
+    def __call__(
+        cls,  # noqa: N805  # a metaclass method: its first argument is the class
+        attributes: Mapping[str, object] | None = None,
+        attribute_times: Mapping[str, int] | None = None,
+        last_delivered: Mapping[str, int] | None = None,
+        *,
+        delivery_times: list[int] | None = None,
+        event_times: Mapping[str, list[int]] | None = None,
+        pending: list[PendingDelivery] | None = None,
+        watches: list[ConversionWatch] | None = None,
+    ) -> Any:
+        values = dict(attributes or {})
+        times = dict(attribute_times or {})
+        if values.keys() != times.keys():
+            raise InvalidRecord("invalid_state", "every attribute needs exactly one timestamp")
+        return super().__call__(
+            values,
+            times,
+            dict(last_delivered or {}),
+            tuple(sorted(delivery_times)) if delivery_times else (),
+            {name: sorted(at) for name, at in (event_times or {}).items()},
+            {item.engagement_id: item for item in pending or ()},
+            list(watches) if watches else _NO_WATCHES,
+            None,
+            False,
+        )
 
 
-def _list(data: Mapping[str, object], key: str) -> list[object]:
-    value = data.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidRecord("invalid_state", f"{key!r} must be an array")
-    return value
-
-
-def _sorted_times(values: list[object], where: str) -> list[int]:
-    times: list[int] = []
-    for value in values:
-        if not is_integer(value):
-            raise InvalidRecord("invalid_state", f"{where} must hold epoch ms")
-        times.append(value)
-    return sorted(times)
-
-
-def _event_times(data: Mapping[str, object]) -> dict[str, list[int]]:
-    result: dict[str, list[int]] = {}
-    for name, values in stored_object(data, "n").items():
-        if not isinstance(values, list) or not values:
-            raise InvalidRecord("invalid_state", f"'n'[{name!r}] must be a non-empty array")
-        result[name] = _sorted_times(values, f"'n'[{name!r}]")
-    return result
-
-
-class UserState:
+class UserState(Struct, metaclass=_UserStateMeta, gc=False):
     """A user's merged profile (newest timestamp wins per attribute) and history.
 
     A ``null`` attribute value is kept with its timestamp: it clears the attribute (filters
@@ -119,43 +124,35 @@ class UserState:
     keep them far below.
     """
 
-    __slots__ = (
-        "_attribute_times",
-        "_attributes",
-        "_delivery_times",
-        "_event_times",
-        "_last_delivered",
-        "_pending",
-        "_size_bound",
-        "_watches",
-    )
+    # A struct with gc=False: the collector never tracks it (a user's state holds no
+    # reference cycle). Its dicts of strings and ints are untracked too, capped delivery
+    # times are a tuple and no watches one shared list: a cached user usually adds no
+    # object to the collector's work, whose full passes would otherwise grow with the cache.
+    _attributes: dict[str, object]
+    _attribute_times: dict[str, int]
+    _last_delivered: dict[str, int]
+    _delivery_times: tuple[int, ...]  # a tuple of ints: untracked by the collector
+    _event_times: dict[str, list[int]]
+    _pending: dict[str, PendingDelivery]
+    _watches: list[ConversionWatch]
+    # An upper bound of the encoded size, or None when not measured since loading.
+    _size_bound: int | None
+    # Whether attributes changed since ``take_attributes_changed`` (figures recount them).
+    _attributes_changed: bool
 
-    def __init__(
-        self,
-        attributes: Mapping[str, object] | None = None,
-        attribute_times: Mapping[str, int] | None = None,
-        last_delivered: Mapping[str, int] | None = None,
-        *,
-        delivery_times: list[int] | None = None,
-        event_times: Mapping[str, list[int]] | None = None,
-        pending: list[PendingDelivery] | None = None,
-        watches: list[ConversionWatch] | None = None,
-    ) -> None:
-        self._attributes: dict[str, object] = dict(attributes or {})
-        self._attribute_times: dict[str, int] = dict(attribute_times or {})
-        self._last_delivered: dict[str, int] = dict(last_delivered or {})
-        self._delivery_times: list[int] = sorted(delivery_times or ())
-        self._event_times: dict[str, list[int]] = {
-            name: sorted(times) for name, times in (event_times or {}).items()
-        }
-        self._pending: dict[str, PendingDelivery] = {
-            item.engagement_id: item for item in pending or ()
-        }
-        self._watches: list[ConversionWatch] = list(watches or ())
-        # An upper bound of the encoded size, or None when not measured since loading.
-        self._size_bound: int | None = None
-        if self._attributes.keys() != self._attribute_times.keys():
-            raise InvalidRecord("invalid_state", "every attribute needs exactly one timestamp")
+    if TYPE_CHECKING:  # the signature of ``_UserStateMeta.__call__``, for type checkers
+
+        def __init__(
+            self,
+            attributes: Mapping[str, object] | None = None,
+            attribute_times: Mapping[str, int] | None = None,
+            last_delivered: Mapping[str, int] | None = None,
+            *,
+            delivery_times: list[int] | None = None,
+            event_times: Mapping[str, list[int]] | None = None,
+            pending: list[PendingDelivery] | None = None,
+            watches: list[ConversionWatch] | None = None,
+        ) -> None: ...
 
     @property
     def attributes(self) -> Mapping[str, object]:
@@ -174,8 +171,8 @@ class UserState:
 
     @property
     def delivery_times(self) -> list[int]:
-        """Return recent capped delivery times, ascending; do not mutate."""
-        return self._delivery_times
+        """Return recent capped delivery times, ascending (a copy)."""
+        return list(self._delivery_times)
 
     @property
     def event_times(self) -> Mapping[str, list[int]]:
@@ -223,12 +220,18 @@ class UserState:
                 grown += 2 * _json_size(name) + _json_size(value) + _TIME_BYTES
         if not changed:
             return False
+        self._attributes_changed = True
         excess = len(values) - MAX_ATTRIBUTES
         if excess > 0:
             for name in _oldest(times, excess):
                 del values[name], times[name]
         self._grew(grown)
         return True
+
+    def take_attributes_changed(self) -> bool:
+        """Return whether attributes changed (set or evicted) since the last call."""
+        changed, self._attributes_changed = self._attributes_changed, False
+        return changed
 
     def last_delivered_at(self, engagement_id: str) -> int | None:
         """Return the event time of the last delivery of ``engagement_id``, if any."""
@@ -251,11 +254,13 @@ class UserState:
 
     def is_capped(self, timestamp_ms: int, caps: tuple[FrequencyCap, ...]) -> bool:
         """Return whether a delivery at ``timestamp_ms`` would break one of ``caps``."""
-        return is_capped(self._delivery_times, timestamp_ms, caps)
+        return is_capped(list(self._delivery_times), timestamp_ms, caps)
 
     def count_towards_caps(self, timestamp_ms: int, limit: int) -> None:
         """Remember a capped delivery, keeping the ``limit`` most recent times."""
-        record_delivery_time(self._delivery_times, timestamp_ms, limit)
+        times = list(self._delivery_times)
+        record_delivery_time(times, timestamp_ms, limit)
+        self._delivery_times = tuple(times)
         self._grew(_TIME_BYTES)
 
     def count_event(self, name: str, timestamp_ms: int, specs: Mapping[str, CountSpec]) -> None:
@@ -282,6 +287,8 @@ class UserState:
 
     def add_watch(self, watch: ConversionWatch) -> None:
         """Start a conversion watch (expired and excess watches are dropped)."""
+        if self._watches is _NO_WATCHES:
+            self._watches = []
         add_watch(self._watches, watch)
         self._grew(_json_size(watch.to_json_dict()) + 2)
 
@@ -291,7 +298,7 @@ class UserState:
         taken: list[ConversionWatch] = []
         for watch in self._watches:
             (kept if keep(watch) else taken).append(watch)
-        self._watches = kept
+        self._watches = kept or _NO_WATCHES
         return taken
 
     def encoded_size(self) -> int:
@@ -334,6 +341,7 @@ class UserState:
         for name in sorted(times, key=lambda key: (times[key], key)):
             freed = 2 * _json_size(name) + _json_size(values[name]) + _TIME_BYTES + 4
             del values[name], times[name]
+            self._attributes_changed = True
             yield freed + (2 * _SECTION_BYTES if not times else 0)
         counted = self._event_times
         for _, name in sorted((at, name) for name, kept in counted.items() for at in kept):
@@ -381,12 +389,12 @@ class UserState:
             raise InvalidRecord("invalid_state", "user state must be an object")
         return cls(
             stored_object(data, "a"),
-            _times(data, "t"),
-            _times(data, "d"),
-            delivery_times=_sorted_times(_list(data, "f"), "'f'"),
-            event_times=_event_times(data),
-            pending=[PendingDelivery.from_json_dict(item) for item in _list(data, "p")],
-            watches=[ConversionWatch.from_json_dict(item) for item in _list(data, "w")],
+            read_times(data, "t"),
+            read_times(data, "d"),
+            delivery_times=sorted_times(read_list(data, "f"), "'f'"),
+            event_times=read_event_times(data),
+            pending=[PendingDelivery.from_json_dict(item) for item in read_list(data, "p")],
+            watches=[ConversionWatch.from_json_dict(item) for item in read_list(data, "w")],
         )
 
     def __eq__(self, other: object) -> bool:
@@ -395,6 +403,11 @@ class UserState:
         return self.to_json_dict() == other.to_json_dict()
 
     __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __reduce__(self) -> tuple[Callable[[object], UserState], tuple[dict[str, object]]]:
+        # Copies and pickles go through the stored form: the struct's own would call
+        # ``UserState`` with its fields, which the metaclass does not take.
+        return UserState.from_json_dict, (self.to_json_dict(),)
 
     def __repr__(self) -> str:
         return f"UserState({self.to_json_dict()!r})"

@@ -1,4 +1,8 @@
-"""One partition's engagement figures: folded from committed tallies, published periodically."""
+"""One partition's engagement figures: folded from committed tallies, published periodically.
+
+Segment sizes are kept as users change (``segments``); a publication only scans the
+partition's deliveries, in slices, for those still unseen.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,17 @@ from typing import Any
 
 import orjson
 
-from engine.core.bucketing import LEGACY_HASH_VERSION, user_hash
 from engine.core.catalog import Catalog
 from engine.core.delivery_state import DeliveryState
-from engine.core.engagements import Engagement, sample_position
-from engine.core.state import UserState
 from engine.core.variants import CONTROL
 from engine.metrics import BatchTally
-from engine.state.keys import DELIVERY_PREFIX, STATS_PREFIX, USER_PREFIX
+from engine.state.keys import DELIVERY_PREFIX, STATS_PREFIX
 from engine.state.store import PartitionStore
 from engine.stats.counts import HOUR_MS, EngagementCounts
+from engine.stats.segments import SegmentCounts
 
-# Audience checks per publication: past this, the segment is measured on a sample of users.
-SEGMENT_CHECK_BUDGET = 2_000_000
-# Work (entries read, plus one per audience check) between two checks of the time slice.
-SCAN_SLICE = 2_000
+# Deliveries read between two checks of the time slice (about 5 µs each: within the slice).
+SCAN_SLICE = 500
 # Engagements whose figures are serialized and compared per slice (about 50 µs each).
 ENGAGEMENTS_PER_SLICE = 100
 
@@ -51,7 +51,7 @@ class PartitionStats:
         self._published: dict[str, dict[str, Any]] = {}
         self._scan: Generator[None, None, list[tuple[bytes, bytes]]] | None = None
         self._scan_seconds = 0.0
-        self._known_users: int | None = None
+        self.segments = SegmentCounts(store)
         for key, value in store.items(STATS_PREFIX):
             try:
                 counts = EngagementCounts.from_json_dict(orjson.loads(value))
@@ -96,7 +96,8 @@ class PartitionStats:
                 counts.count_activity(now_ms, "conversions", count)
 
     def begin_publication(self, catalog: Catalog, now_ms: int, unseen_after_ms: int) -> None:
-        """Start measuring segments and unseen deliveries; ``advance`` does the work."""
+        """Start measuring unseen deliveries; ``advance`` does the work."""
+        self.segments.follow(catalog)
         self._scan = self._measure(catalog, now_ms, unseen_after_ms)
         self._scan_seconds = 0.0
 
@@ -105,16 +106,25 @@ class PartitionStats:
         """Return whether a publication is under way."""
         return self._scan is not None
 
+    @property
+    def busy(self) -> bool:
+        """Return whether work waits for ``advance``: a publication, segment changes to
+        apply or a recount."""
+        return self._scan is not None or self.segments.busy
+
     def advance(self, seconds: float) -> Publication | None:
         """Work on the publication for about ``seconds``; return it once complete.
 
-        The scans read every user and delivery of the partition, seconds of work at 100,000
-        users: done in slices between batches, they never hold the batch loop that long.
+        Committed changes of users are applied to the segments first. The scan of unseen
+        deliveries, and a recount of segments (at start, or for an engagement whose
+        audience changed), read every delivery or user of the partition: done in slices
+        between batches, they never hold the batch loop long.
         """
+        deadline = time.perf_counter() + seconds
+        self.segments.advance(deadline)
         if self._scan is None:
             return None
-        started = time.perf_counter()
-        deadline = started + seconds
+        started = time.perf_counter()  # the publication's own time, segments' left out
         try:
             next(self._scan)  # at least one slice per call, however short the time given
             while time.perf_counter() < deadline:
@@ -140,15 +150,35 @@ class PartitionStats:
         engagements = [engagement for engagement in catalog if engagement.status != "archived"]
         for engagement in engagements:
             self._of(engagement.id, now_ms)
-        segments = yield from self._segments(engagements, now_ms)
+        active = {engagement.id for engagement in engagements}
         unseen = yield from self._unseen_deliveries(now_ms - unseen_after_ms)
+        # A slice in which ``advance`` applies the user changes committed during the scan,
+        # then as many as a recount under way takes (at start, or after an audience changed).
+        yield
+        while self.segments.recounting:
+            yield
+        # Exact as of the last commit: no scan of the users, only their committed changes.
+        segments = {
+            engagement_id: {
+                "known_users": segment.known_users,
+                "audience_users": segment.audience_users,
+                "kept_users": segment.kept_users,
+                "sampled_users": segment.sampled_users,
+                "computed_at_ms": now_ms,
+            }
+            for engagement_id, segment in self.segments.segments().items()
+        }
         changed: list[tuple[str, dict[str, Any], bytes]] = []
         # A snapshot: counts folded in between slices may add engagements meanwhile.
         for index, (engagement_id, counts) in enumerate(list(self._counts.items())):
             if index % ENGAGEMENTS_PER_SLICE == 0:
                 yield
             counts.prune(now_ms)
-            counts.segment = segments.get(engagement_id)
+            if engagement_id not in active:
+                counts.segment = None
+            elif engagement_id in segments:
+                counts.segment = segments[engagement_id]
+            # else being recounted: the last segment measured stands, with its time
             counts.unseen_deliveries = unseen[engagement_id]
             figures = counts.to_json_dict()
             if self._published.get(engagement_id) == _without_time(figures):
@@ -169,70 +199,11 @@ class PartitionStats:
         if self._scan is not None:
             self._scan.close()
             self._scan = None
+        self.segments.close()
 
     def forget_published(self) -> None:
         """Publish every engagement's figures next time (the last publication was aborted)."""
         self._published.clear()
-
-    def _segments(
-        self, engagements: list[Engagement], now_ms: int
-    ) -> Generator[None, None, dict[str, dict[str, int]]]:
-        known = 0
-        checked = 0
-        audience: Counter[str] = Counter()
-        kept: Counter[str] = Counter()
-        # Users counted by the last scan (an estimate the first time) size the sample.
-        users = self._known_users if self._known_users is not None else self._store.estimate_keys()
-        sample_every = max(1, -(-len(engagements) * users // SEGMENT_CHECK_BUDGET))
-        hashes_users = any(e.hash_version != LEGACY_HASH_VERSION for e in engagements)
-        work = 0
-        unreadable = 0
-        for index, (key, value) in enumerate(self._store.items(USER_PREFIX)):
-            known += 1
-            work += 1
-            if work >= SCAN_SLICE:
-                work = 0
-                yield
-            if index % sample_every:
-                continue
-            try:
-                attributes = UserState.from_json_dict(orjson.loads(value)).attributes
-            except Exception:  # one unreadable user must not stop the figures
-                unreadable += 1
-                continue
-            checked += 1
-            work += len(engagements)
-            user_key = key[len(USER_PREFIX) :]  # the user id, UTF-8: what sampling hashes
-            # Once per user, and only when some engagement draws with hash version 2.
-            hashed = user_hash(user_key) if hashes_users else 0
-            for engagement in engagements:
-                if engagement.audience(attributes):
-                    audience[engagement.id] += 1
-                    # The matcher's sampling decision, made the same way.
-                    if (
-                        engagement.percent >= 100
-                        or sample_position(engagement, user_key, hashed)
-                        < engagement.sample_threshold
-                    ):
-                        kept[engagement.id] += 1
-        if unreadable:
-            log.error(
-                "partition %d: %d stored users cannot be read; segments leave them out",
-                self._partition,
-                unreadable,
-            )
-        self._known_users = known
-        scale = known / checked if checked else 0.0
-        return {
-            engagement.id: {
-                "known_users": known,
-                "audience_users": round(audience[engagement.id] * scale),
-                "kept_users": round(kept[engagement.id] * scale),
-                "sampled_users": checked,
-                "computed_at_ms": now_ms,
-            }
-            for engagement in engagements
-        }
 
     def _unseen_deliveries(self, created_before_ms: int) -> Generator[None, None, Counter[str]]:
         unseen: Counter[str] = Counter()

@@ -5,7 +5,8 @@ Counts reach Prometheus and the figures only once their checkpoint committed, at
 most ``FOLD_INTERVAL_SECONDS`` late. Folding costs per distinct engagement and
 outcome, so it is done for many checkpoints at once, and one partition at a time:
 a pause every delivery under way would otherwise wait for all at once. A
-publication scans every user and delivery of a partition: it is done in slices of
+publication scans every delivery of a partition, and committed user changes are applied
+to the segment sizes (a recount scans every user): all done in slices of
 ``STATS_SLICE_SECONDS`` between batches.
 """
 
@@ -84,16 +85,18 @@ class FigurePublications:
         self._last_slice = 0.0
 
     def work(self, processors: list[PartitionProcessor], now_ms: int) -> None:
-        """Give the publication under way (or a new one, when due) its slice of time."""
-        publishing = [processor for processor in processors if processor.stats.publishing]
-        if not publishing:
-            if time.monotonic() - self._last < self._interval:
-                return
+        """Give the work under way (a publication, and a new one when due; segment changes
+        to apply, a recount) its slice of time."""
+        if (
+            time.monotonic() - self._last >= self._interval
+            and processors
+            and not any(processor.stats.publishing for processor in processors)
+        ):
             self._last = time.monotonic()
             self._before()
             for processor in processors:
                 processor.begin_stats(now_ms, self._unseen_after_ms)
-            publishing = processors
+        publishing = [processor for processor in processors if processor.stats.busy]
         if not publishing or time.monotonic() - self._last_slice < STATS_SLICE_PERIOD_SECONDS:
             return
         self._last_slice = time.monotonic()

@@ -39,25 +39,24 @@ from engine.core.matcher import evaluate, is_stale, is_too_far_ahead
 from engine.core.pending import PendingDelivery
 from engine.core.policy import MatchPolicy
 from engine.core.release import release_pending
-from engine.core.state import UserState
 from engine.core.test_sends import test_delivery
-from engine.core.wire import TestSendRecord
+from engine.core.user_requests import audit_record, read_user_request
+from engine.core.wire import TestSendRecord, UserRequestRecord
 from engine.errors import InvalidRecord, StateFormatError
 from engine.metrics import BatchTally
-from engine.state.keys import DELIVERY_PREFIX, USER_PREFIX
+from engine.state.keys import DELIVERY_PREFIX
 from engine.state.store import PartitionStore
+from engine.state.users import erase_user
 from engine.stats.partition_stats import PartitionStats
 from engine.stream.bulk_send import OutputRecord
 from engine.stream.dead_letters import dead_letter
 from engine.stream.due_index import DueIndex
 from engine.stream.topics import InputKind, TopicNames
+from engine.stream.user_cache import UserCache
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
-# Decoded user states kept in memory: past this the cache is dropped whole, at a checkpoint
-# or, when that many users are met between two, at once (the changed ones staged first).
-USER_CACHE_LIMIT = 50_000
 # Settings.max_input_bytes' default: the largest input record (key and value) parsed.
 DEFAULT_MAX_INPUT_BYTES = 262_144
 
@@ -68,6 +67,7 @@ SCHEMA_BY_KIND = {
     InputKind.INTERACTIONS: "interaction",
     InputKind.PROFILES: "profile-update",
     InputKind.TEST_SENDS: "test-send",
+    InputKind.USER_REQUESTS: "user-request",
 }
 
 
@@ -108,10 +108,9 @@ class PartitionProcessor:
         self.topics = topics
         self._catalog = catalog
         self._policy = policy
-        self._users: dict[str, UserState] = {}
-        self._dirty_users: set[str] = set()
         self.due = DueIndex(store)
         self.stats = PartitionStats(store, partition)
+        self.users = UserCache(partition, store, self.stats.segments, max_record_bytes)
         self.outbox = Outbox()
 
     def handle_batch(
@@ -175,15 +174,19 @@ class PartitionProcessor:
             request = read_test_send(value)
             _check_key(record.key, request.user_id)
             self._test_send(request, catalog, now_ms)
+        elif kind is InputKind.USER_REQUESTS:
+            user_request = read_user_request(value)
+            _check_key(record.key, user_request.user_id)
+            self._forget(user_request, now_ms)
         else:
             update = read_profile_update(value)
             _check_key(record.key, update.user_id)
             if is_too_far_ahead(update.timestamp_ms, now_ms, self._policy):
                 self.outbox.tally.stale_events[kind.value] += 1
                 return
-            user = self._user(update.user_id)
+            user = self.users.get(update.user_id)
             if user.merge_attributes(update.attributes, update.timestamp_ms):
-                self._dirty_users.add(update.user_id)
+                self.users.changed(update.user_id)
             self.outbox.tally.profile_updates += 1
 
     def _match(
@@ -193,14 +196,14 @@ class PartitionProcessor:
         tally.trigger_events[(kind.value, label)] += 1
         if is_stale(event, now_ms, self._policy):
             tally.stale_events[kind.value] += 1
-        user = self._user(event.user_id)
+        user = self.users.get(event.user_id)
         result = evaluate(event, user, catalog, now_ms, self._policy)
         trigger_hour = event.timestamp_ms // HOUR_MS
         if result.leading:
             tally.count_evaluations(result.leading, trigger_hour)
         tally.count_outcome_bits(result.outcome_bits, trigger_hour)
         if result.user_changed:
-            self._dirty_users.add(event.user_id)
+            self.users.changed(event.user_id)
         for pending in result.cancelled:
             self.due.remove(pending)
         for pending in result.scheduled:
@@ -232,11 +235,11 @@ class PartitionProcessor:
         return len(due)
 
     def _release(self, pending: PendingDelivery, catalog: Catalog, now_ms: int) -> None:
-        user = self._user(pending.user_id)
+        user = self.users.get(pending.user_id)
         release = release_pending(pending, user, catalog, now_ms, self._policy)
         if release.evaluation is None:
             return  # cancelled meanwhile
-        self._dirty_users.add(pending.user_id)
+        self.users.changed(pending.user_id)
         self.outbox.tally.count_evaluations([release.evaluation], None)
         if release.delivery is not None:
             self._emit_delivery(release.delivery, pending.due_at_ms, now_ms)
@@ -259,12 +262,12 @@ class PartitionProcessor:
         delivery_key = DELIVERY_PREFIX + interaction.delivery_id.encode()
         raw = self.store.get(delivery_key)
         delivery = DeliveryState.from_json_dict(orjson.loads(raw)) if raw is not None else None
-        user = self._user(interaction.user_id)
+        user = self.users.get(interaction.user_id)
         result = join_interaction(interaction, delivery, user, catalog, now_ms)
         if delivery is not None and result.delivery_changed:
             self.store.put(delivery_key, orjson.dumps(delivery.to_json_dict()))
         if result.user_changed:
-            self._dirty_users.add(interaction.user_id)
+            self.users.changed(interaction.user_id)
         impression = result.impression
         self._emit_to_user(self.topics.impressions, interaction.user_id, impression)
         engagement_id, variant = str(impression["engagement_id"]), str(impression["variant"])
@@ -289,16 +292,17 @@ class PartitionProcessor:
         )
         self._emit_delivery(delivery, now_ms, now_ms)
 
-    def _user(self, user_id: str) -> UserState:
-        user = self._users.get(user_id)
-        if user is None:
-            if len(self._users) >= USER_CACHE_LIMIT:
-                self.stage_state()  # the changed users are written before they are dropped
-                self._users.clear()
-            raw = self.store.get(USER_PREFIX + user_id.encode())
-            user = UserState.from_json_dict(orjson.loads(raw)) if raw is not None else UserState()
-            self._users[user_id] = user
-        return user
+    def _forget(self, request: UserRequestRecord, now_ms: int) -> None:
+        """Erase every key of the user (tombstones at the checkpoint), drop them from the
+        caches and the due index, and record on the audit topic what, never whom."""
+        self.users.stage()  # a state changed in memory only is found, and counted, too
+        self.users.forget(request.user_id)
+        erased = erase_user(self.store, request.user_id)
+        for pending in erased.pending_deliveries():
+            self.due.remove(pending)
+        audit = audit_record(request, self.partition, erased.removed(), now_ms)
+        key, value = request.request_id.encode(), orjson.dumps(audit)
+        self.outbox.records.append(OutputRecord(self.topics.user_audit, key, value))
 
     def _dead_letter(self, record: ConsumerRecord, reason: str, detail: str, now_ms: int) -> None:
         self.outbox.records.append(
@@ -324,45 +328,23 @@ class PartitionProcessor:
             )
         self.outbox.records.append(OutputRecord(topic, key, value, keyed_by_user=True))
 
-    def stage_state(self) -> None:
-        """Stage every changed user state for the coming checkpoint.
-
-        A state that cannot be encoded (or is larger than a record may be) is not staged:
-        the user keeps their last staged or committed state, and the error is logged.
-        """
-        for user_id in self._dirty_users:
-            user = self._users[user_id]
-            try:
-                value = orjson.dumps(user.to_json_dict())
-                if len(value) > self.max_record_bytes:
-                    raise InvalidRecord(
-                        "invalid_state", f"state of {len(value)} bytes over max_record_bytes"
-                    )
-            except Exception as error:
-                log.error(
-                    "partition %d: state of user %r not saved, back to its last saved one: %r",
-                    self.partition,
-                    user_id,
-                    error,
-                )
-                del self._users[user_id]
-                continue
-            self.store.put(USER_PREFIX + user_id.encode(), value)
-        self._dirty_users.clear()
+    def checkpoint_committed(self) -> None:
+        """Apply the committed checkpoint's user changes to the engagement figures."""
+        self.stats.segments.committed(self._catalog())
 
     def freeze_checkpoint(self) -> tuple[dict[bytes, bytes | None], Outbox]:
         """Hand a checkpoint the state writes and the outbox gathered so far.
 
         Processing may go on meanwhile: what it stages or emits waits for the next one.
         """
-        self.stage_state()
+        self.users.stage()
+        self.stats.segments.freeze()
         return self.store.freeze_staged(), self.take_outbox()
 
     def take_outbox(self) -> Outbox:
         """Hand the outbox to the checkpoint and start a new one."""
         outbox, self.outbox = self.outbox, Outbox()
-        if len(self._users) >= USER_CACHE_LIMIT:  # full: start the next interval empty
-            self._users.clear()
+        self.users.clear_if_full()  # full: start the next interval empty
         return outbox
 
     def begin_stats(self, now_ms: int, unseen_after_ms: int) -> None:
@@ -382,14 +364,13 @@ class PartitionProcessor:
     def close(self) -> None:
         """Let go of what holds the store open (a figures scan under way) and the caches."""
         self.stats.close()
-        self._users.clear()
-        self._dirty_users.clear()
+        self.users.clear()
 
     def rollback(self) -> None:
         """Forget everything not committed: caches, staged state, due index, outbox."""
-        self._users.clear()
-        self._dirty_users.clear()
+        self.users.clear()
         self.store.discard_staged()
+        self.stats.segments.discard()
         self.due.reload()
         self.stats.forget_published()
         self.outbox = Outbox()

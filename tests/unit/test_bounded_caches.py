@@ -27,7 +27,7 @@ from engine.schemas import SCHEMA_NAMES, validator
 from engine.settings import load_settings
 from engine.state.keys import USER_PREFIX
 from engine.state.store import PartitionStore
-from engine.stream import processor as processor_module
+from engine.stream import user_cache
 from engine.stream.processor import PartitionProcessor
 from engine.stream.topics import TopicNames
 from tests.unit.test_diagnose_cache import ENGAGEMENT, FakeReader, _cache
@@ -136,7 +136,7 @@ def test_the_user_cache_never_passes_its_limit_and_loses_no_change(
     store: PartitionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limit = 100
-    monkeypatch.setattr(processor_module, "USER_CACHE_LIMIT", limit)
+    monkeypatch.setattr(user_cache, "USER_CACHE_LIMIT", limit)
     catalog = Catalog.build(())
     processor = PartitionProcessor(0, store, TOPICS, lambda: catalog, MatchPolicy())
     topic = BY_KIND["profiles"]
@@ -148,7 +148,7 @@ def test_the_user_cache_never_passes_its_limit_and_loses_no_change(
             topic, 0, index, 0, 0, user.encode(), value, None, len(user), len(value), ()
         )
         processor.handle_batch(TopicPartition(topic, 0), [record], NOW_MS)
-        largest = max(largest, len(processor._users))
+        largest = max(largest, len(processor.users))
     assert largest == limit
     staged, _ = processor.freeze_checkpoint()
     for index in range(20 * limit):

@@ -209,7 +209,7 @@ def test_staging_skips_one_state_that_cannot_be_encoded_and_keeps_the_others(
         _record("custom-events", _custom("ann", "Open", "e1"), offset=0),
         _record("custom-events", _custom("bob", "Open", "e2"), offset=1),
     )
-    broken = processor._user("ann")
+    broken = processor.users.get("ann")
     encode = UserState.to_json_dict
 
     def unencodable(user: UserState) -> dict[str, object]:
