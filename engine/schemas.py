@@ -54,6 +54,8 @@ SCHEMA_NAMES: Final[tuple[str, ...]] = (
     "dead-letter",
     "engagement-change",
     "test-send",
+    "user-request",
+    "user-audit",
 )
 _SCHEMA_SUFFIX: Final = ".schema.json"
 # Keys that can be written as ".key" in a path; anything else is quoted as ["key"].

@@ -106,6 +106,16 @@ class TestSendRecord(Struct, forbid_unknown_fields=True, frozen=True, gc=False):
     variant: Annotated[str, Meta(min_length=1, max_length=64)] | UnsetType = UNSET
 
 
+class UserRequestRecord(Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    """schemas/user-request.schema.json."""
+
+    request_id: Identifier
+    action: Literal["forget"]
+    user_id: Identifier
+    requested_at: Rfc3339
+    author: Name
+
+
 InputRecord = SessionRecord | CustomEventRecord | InteractionRecord | ProfileUpdateRecord
 S = TypeVar(
     "S",
@@ -114,6 +124,7 @@ S = TypeVar(
     InteractionRecord,
     ProfileUpdateRecord,
     TestSendRecord,
+    UserRequestRecord,
 )
 
 _DECODERS: Final[dict[type[Struct], msgspec.json.Decoder[Any]]] = {
@@ -124,6 +135,7 @@ _DECODERS: Final[dict[type[Struct], msgspec.json.Decoder[Any]]] = {
         InteractionRecord,
         ProfileUpdateRecord,
         TestSendRecord,
+        UserRequestRecord,
     )
 }
 _TIMESTAMP_PATHS: Final = frozenset({"$.timestamp", "$.requested_at"})
@@ -166,8 +178,8 @@ def timestamp_ms(record: InputRecord) -> int:
     raise InvalidRecord("invalid_timestamp", f"$.timestamp: {value!r} is not an integer")
 
 
-def requested_at_ms(record: TestSendRecord) -> int:
-    """Return when a test send was requested, refusing what the schema's date-time does.
+def requested_at_ms(record: TestSendRecord | UserRequestRecord) -> int:
+    """Return when a request was made, refusing what the schema's date-time does.
 
     Only checked, never computed with: any year the schema allows is fine.
     """

@@ -148,6 +148,25 @@ class PartitionStore:
                 yield key, payload
             iterator.next()
 
+    def live_items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, Payload]]:
+        """Iterate over the entries whose key starts with prefix as ``get`` sees them:
+        committed, then frozen, then staged writes (a staged deletion hides the key).
+
+        One entry at a time: a prefix may hold millions. Stage nothing while iterating.
+        """
+        overlay = {
+            key: value
+            for writes in (self._frozen, self._staged)
+            for key, value in writes.items()
+            if key.startswith(prefix)
+        }
+        for key, payload in self.items(prefix):
+            if key not in overlay:
+                yield key, payload
+        for key, value in overlay.items():
+            if value is not None:
+                yield key, value[HEADER_SIZE:]
+
     def reset(self) -> None:
         """Delete everything stored, the changelog offset included (state is rebuilt)."""
         self.close()

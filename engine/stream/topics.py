@@ -27,6 +27,7 @@ class InputKind(StrEnum):
     INTERACTIONS = "interactions"
     PROFILES = "profiles"
     TEST_SENDS = "test-sends"
+    USER_REQUESTS = "user-requests"
 
 
 INPUT_KINDS = tuple(InputKind)
@@ -38,6 +39,7 @@ CONVERSIONS = "conversions"
 ENGAGEMENT_CHANGELOG = "engagement-changelog"
 ENGAGEMENT_STATS = "engagement-stats"
 STATE_CHANGELOG = "state-changelog"
+USER_AUDIT = "user-audit"
 
 COMPACTED = {"cleanup.policy": "compact"}
 KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -57,6 +59,7 @@ class TopicNames:
     engagement_changelog: str
     engagement_stats: str
     state_changelog: str
+    user_audit: str
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TopicNames:
@@ -71,6 +74,7 @@ class TopicNames:
             engagement_changelog=settings.topic(ENGAGEMENT_CHANGELOG),
             engagement_stats=settings.topic(ENGAGEMENT_STATS),
             state_changelog=settings.internal_topic(STATE_CHANGELOG),
+            user_audit=settings.topic(USER_AUDIT),
         )
 
     def partitioned(self) -> list[str]:
@@ -105,6 +109,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         topic(names.engagement_changelog, 1, KEPT_FOREVER),
         # Latest figures per (engagement, partition): small, read whole by `declic diagnose`.
         topic(names.engagement_stats, 1, COMPACTED),
+        # Who had a user forgotten, and when (no user data): in order, and never deleted.
+        topic(names.user_audit, 1, KEPT_FOREVER),
     ]
     return specs
 

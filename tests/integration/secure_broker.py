@@ -26,8 +26,15 @@ from tests.integration.test_resilience import BROKER_SECONDS, KAFKA_SH, _port_pa
 
 MECHANISM = "SCRAM-SHA-512"
 USERS = ("admin", "worker", "operator", "nobody")
-INPUTS = ("sessions", "custom-events", "interactions", "profiles", "test-sends")
-OUTPUTS = ("deliveries", "impressions", "conversions", "dead-letters")
+INPUTS = (
+    "sessions",
+    "custom-events",
+    "interactions",
+    "profiles",
+    "test-sends",
+    "user-requests",
+)
+OUTPUTS = ("deliveries", "impressions", "conversions", "dead-letters", "user-audit")
 
 
 def role_acls(prefix: str, app_id: str) -> dict[str, list[tuple[list[str], list[str], bool]]]:
@@ -58,12 +65,16 @@ def role_acls(prefix: str, app_id: str) -> dict[str, list[tuple[list[str], list[
             (["Write"], [f"--transactional-id={prefix}{app_id}-engine-p"], True),
         ],
         # `declic topics`, `engagements *` (apply publishes in a transaction), `publish`,
-        # `engagements test-send` (reads the delivery), `diagnose`.
+        # `engagements test-send` (reads the delivery), `diagnose`, `users forget` (reads
+        # its audit record), `users show` (reads the state changelog).
         "operator": [
             (["Create", "Describe"], [f"--topic={prefix}"], True),
             (
                 ["Read"],
-                topics("engagements", "engagement-changelog", "engagement-stats", "deliveries"),
+                [
+                    *topics("engagements", "engagement-changelog", "engagement-stats"),
+                    *topics("deliveries", "user-audit", state),
+                ],
                 False,
             ),
             (["Write"], topics("engagements", "engagement-changelog", *INPUTS), False),

@@ -52,6 +52,7 @@ OUTPUT_SCHEMAS = {
     TOPICS.impressions: "impression",
     TOPICS.conversions: "conversion",
     TOPICS.dead_letters: "dead-letter",
+    TOPICS.user_audit: "user-audit",
 }
 # The smallest limit a worker takes, and the default.
 RECORD_LIMITS = st.sampled_from([65_536, load_settings().max_record_bytes])
@@ -234,8 +235,11 @@ def _describe(outputs: list[OutputRecord]) -> str:
 def _check_output(output: OutputRecord, max_record_bytes: int) -> dict[str, Any]:
     assert output.topic in OUTPUT_SCHEMAS, f"output on an unexpected topic: {output.topic}"
     assert len(output.key or b"") + len(output.value) <= max_record_bytes
-    document = orjson.loads(output.value)
+    document: dict[str, Any] = orjson.loads(output.value)
     validator(OUTPUT_SCHEMAS[output.topic]).check(document)
+    if output.topic == TOPICS.user_audit:  # keyed by its request: it names no user
+        assert output.key == document["request_id"].encode()
+        return document
     assert output.key == document["user_id"].encode(), "an output not keyed by its user"
     return document
 

@@ -27,6 +27,7 @@ from engine.core.events import (
     read_test_send,
 )
 from engine.core.timestamps import RFC3339_PATTERN
+from engine.core.user_requests import read_user_request
 from engine.errors import InvalidRecord
 from engine.schemas import load_schema, validator
 from tests.unit.hostile_strategies import (
@@ -44,6 +45,7 @@ READERS: dict[str, Callable[[bytes], object]] = {
     "interaction": read_interaction,
     "profile-update": read_profile_update,
     "test-send": read_test_send,
+    "user-request": read_user_request,
 }
 REASONS = {"invalid_json", "missing_field", "unknown_field", "invalid_field", "invalid_timestamp"}
 OUT_OF_RANGE = "outside years 0001..9999 UTC"
@@ -95,7 +97,7 @@ def mutated(draw: st.DrawFn, name: str) -> dict[str, Any]:
         elif how == "replace":
             record[draw(st.sampled_from(sorted(properties)))] = draw(VALUES)
         elif how == "timestamp":
-            field = "requested_at" if name == "test-send" else "timestamp"
+            field = "requested_at" if name in ("test-send", "user-request") else "timestamp"
             record[field] = draw(st.one_of(TIMESTAMP_TEXTS, st.sampled_from(EDGE_TIMESTAMPS)))
         else:
             nested = [key for key, value in record.items() if isinstance(value, dict)]
