@@ -77,6 +77,13 @@ _FLAGS = (
     SettingFlag("replication_factor", "N", "replicas of the topics created (default 1)"),
     SettingFlag("worker_id", "NAME", "stable, unique name of this worker (default: host name)"),
     SettingFlag("data_dir", "DIR", "local state directory (default .declic/data)"),
+    SettingFlag(
+        "worker_processes",
+        "N",
+        "engine processes, each with its own partitions and state (default: the CPUs this "
+        "process may use, at most its cgroup's CPU quota)",
+        aliases=("--processes",),
+    ),
     SettingFlag("web_host", "ADDRESS", "address of the HTTP server (default 127.0.0.1)"),
     SettingFlag("web_port", "PORT", "port of /metrics and /health (default 6066)"),
     SettingFlag(
@@ -218,7 +225,7 @@ WORKER = (
 )
 """The settings each kind of command uses (and shows in its --help)."""
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "worker": WORKER,
+    "worker": (*WORKER, "worker_processes"),
     "demo": WORKER,
     "bench": WORKER,
     "topics": (*KAFKA, *CREATING_TOPICS),
@@ -341,6 +348,7 @@ OTHER_VARIABLES = frozenset(
         "KAFKA_CLUSTER_RUN_DIR",
         "KAFKA_CLUSTER_NODES",
         "KAFKA_CLUSTER_HEAP",
+        "SUPERVISOR_PID",  # set by `declic worker --processes N` for its children
     )
 )
 

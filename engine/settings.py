@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from engine.core.caps import MAX_CAP_DELIVERIES
 from engine.core.durations import MAX_DURATION_SECONDS
+from engine.cpus import usable_cpus
 from engine.errors import ConfigError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
@@ -119,6 +120,12 @@ class Settings(BaseSettings):
         description="Stable name of this worker",
     )
     data_dir: Path = Field(Path(".declic/data"), description="Local state (RocksDB) directory")
+    worker_processes: int = Field(
+        default_factory=usable_cpus,
+        ge=1,
+        le=256,
+        description="Engine processes of `declic worker` (default: the CPUs it may use)",
+    )
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="HTTP port: /metrics and more")

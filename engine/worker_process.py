@@ -44,6 +44,7 @@ INHERITED = (
     "max_event_age_seconds",
     "max_future_seconds",
     "checkpoint_interval_seconds",
+    "max_batch_records",
     "transaction_timeout_seconds",
     "max_record_bytes",
     "max_input_bytes",
@@ -81,9 +82,12 @@ def settings_environment(settings: Settings, names: tuple[str, ...] = SECURITY) 
 class WorkerProcess:
     """A `declic worker` child process with its own settings."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, processes: int = 1) -> None:
         self.settings = settings
         self.log_path = log_path
+        # One engine process unless asked: the demo's, the tests' and the bench's worker
+        # stay one process whatever DECLIC_WORKER_PROCESSES and the machine's CPUs say.
+        self.processes = processes
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -99,7 +103,9 @@ class WorkerProcess:
 
     def environment(self) -> dict[str, str]:
         """Return the child's environment: ours plus its settings."""
-        return settings_environment(self.settings, INHERITED)
+        env = settings_environment(self.settings, INHERITED)
+        env["DECLIC_WORKER_PROCESSES"] = str(self.processes)
+        return env
 
     def start(self) -> None:
         """Launch the worker."""
