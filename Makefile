@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 WITH_BROKER := bash deploy/local/with-broker.sh
 
-.PHONY: all setup browser demo demo-web demo-console test lint unit integration chaos prometheus-check broker-start broker-stop clean
+.PHONY: all setup browser demo demo-web demo-console test lint unit integration chaos prometheus-check k8s-check broker-start broker-stop clean
 
 all: test
 
@@ -55,7 +55,14 @@ chaos: setup
 prometheus-check:
 	bash deploy/prometheus/check.sh
 
-test: setup browser lint prometheus-check
+# deploy/k8s: every overlay rendered with kustomize and each object validated strictly
+# against this Kubernetes version's schemas; the Containerfile linted; the PrometheusRule
+# compared with deploy/prometheus/rules/ (deploy/k8s/check.sh; kustomize built once).
+K8S_VERSION := 1.35.0
+k8s-check: setup
+	K8S_VERSION=$(K8S_VERSION) bash deploy/k8s/check.sh
+
+test: setup browser lint prometheus-check k8s-check
 	$(WITH_BROKER) $(BIN)/pytest tests -q --ignore=tests/chaos
 	$(MAKE) --no-print-directory chaos
 
