@@ -20,7 +20,9 @@ def add_bench_command(commands: Any) -> None:
         "bench",
         "bench",
         epilog="examples:\n  declic bench\n  declic bench --runs 3 --rate 6500 --duration 60\n"
-        "  declic bench --engagements 10000 --events 50000",
+        "  declic bench --workers --events 20000\n"
+        "  declic bench --engagements 10000 --events 50000\n"
+        "  declic bench --runs 3 --engagements 10000 --live-engagements 10",
         help="measure throughput, latency and footprint",
         description="Benchmark one worker on topics of its own "
         "(<topic prefix>bench-<timestamp>-*): publish a seeded workload of users, "
@@ -41,6 +43,15 @@ def add_bench_command(commands: Any) -> None:
         default=1_000,
         metavar="N",
         help="active engagements (default 1000)",
+    )
+    bench.add_argument(
+        "--live-engagements",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N engagements can deliver; the others are candidates that never "
+        "do (an ended schedule, an audience no user is in, a 0%% sample...), so the share of "
+        "events that deliver is the same at every --engagements (default: all can deliver)",
     )
     bench.add_argument(
         "--events",
@@ -97,9 +108,14 @@ def add_bench_command(commands: Any) -> None:
     bench.add_argument(
         "--workers",
         type=int,
+        nargs="?",
+        const=2,
         default=1,
         metavar="N",
-        help="worker processes sharing the partitions (default 1)",
+        help="run the engine as N processes sharing the partitions (one `declic worker "
+        "--processes N`; N is 2 when omitted), then one process on the same records, and "
+        "report both rates, their ratio and the cores the broker, the engine and everything "
+        "else used meanwhile (default 1: one process, no scaling phase)",
     )
     bench.add_argument(
         "--runs",
@@ -134,6 +150,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for name in ("users", "engagements", "events", "floor_events", "workers", "runs"):
         if getattr(args, name) < 1:
             raise DeclicError(f"--{name.replace('_', '-')}: must be at least 1")
+    if args.live_engagements is not None and args.live_engagements < 1:
+        raise DeclicError("--live-engagements: must be at least 1")
     if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
         raise DeclicError("--rate and --duration must be positive")
     if args.diagnose_clients < 0 or (args.diagnose_clients and args.rate is None):
@@ -149,6 +167,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         users=args.users,
         engagements=args.engagements,
+        live_engagements=args.live_engagements,
         events=args.events,
         partitions=settings.partitions,
         seed=args.seed,

@@ -153,6 +153,11 @@ async def ceiling(
     return {"events": count, "seconds": elapsed, "events_per_second": count / elapsed}
 
 
+async def count_records(settings: Settings, topic: str) -> int:
+    """Return how many committed records `topic` holds."""
+    return len(await read_to_end(settings, topic))
+
+
 async def delivery_latencies(
     settings: Settings, since_ms: float, max_seconds: float = 60.0
 ) -> list[tuple[int, float]]:

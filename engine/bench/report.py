@@ -19,12 +19,27 @@ def render_table(results: dict[str, Any]) -> str:
     options = results["options"]
     engine = results["engine"]
     fixed = engine.get("fixed_rate")
+    runs = results.get("runs")
     rows: list[tuple[str, str]] = [
-        ("engine events/s", f"{engine['events_per_second']:,.0f}"),
-        ("ceiling events/s (raw aiokafka)", f"{results['ceiling']['events_per_second']:,.0f}"),
-        ("floor events/s (plain Faust agent)", f"{results['floor']['events_per_second']:,.0f}"),
-        ("engine / floor", f"{results['engine_over_floor']:.2f}"),
-        ("engine / ceiling", f"{results['engine_over_ceiling']:.2f}"),
+        ("engine events/s", _figure(engine["events_per_second"], runs, "engine_events_per_second")),
+        (
+            "ceiling events/s (raw aiokafka)",
+            _figure(results["ceiling"]["events_per_second"], runs, "ceiling_events_per_second"),
+        ),
+        (
+            "floor events/s (plain Faust agent)",
+            _figure(results["floor"]["events_per_second"], runs, "floor_events_per_second"),
+        ),
+        ("engine / floor", _figure(results["engine_over_floor"], runs, "engine_over_floor", 2)),
+        (
+            "engine / ceiling",
+            _figure(results["engine_over_ceiling"], runs, "engine_over_ceiling", 2),
+        ),
+        # What the throughput includes besides matching: each delivery is several records.
+        (
+            "deliveries per event",
+            _figure(engine.get("deliveries_per_event", 0.0), runs, "deliveries_per_event", 2),
+        ),
     ]
     if fixed is None:
         rows.append(("latency p50 / p99 ms", "n/a (use --rate)"))
@@ -32,7 +47,8 @@ def render_table(results: dict[str, Any]) -> str:
         rows.append(
             (
                 f"latency p50 / p99 ms at {fixed['rate']:g}/s",
-                f"{fixed['latency_ms_p50']:,.0f} / {fixed['latency_ms_p99']:,.0f}"
+                f"{_figure(fixed['latency_ms_p50'], runs, 'latency_ms_p50')} / "
+                f"{_figure(fixed['latency_ms_p99'], runs, 'latency_ms_p99')}"
                 f" ({fixed['deliveries']} deliveries)",
             )
         )
@@ -45,16 +61,32 @@ def render_table(results: dict[str, Any]) -> str:
         ("peak RSS MiB (worker)", f"{engine['peak_rss_bytes'] / MIB:,.1f}"),
         ("state size MiB (data dir)", f"{engine['state_bytes'] / MIB:,.1f}"),
         *_rebuild_rows(results.get("rebuild")),
+        *_cpu_rows(engine, results.get("scaling")),
         ("users", f"{options['users']:,}"),
-        ("engagements", f"{options['engagements']:,}"),
+        ("engagements", _engagements_label(options)),
         ("events", f"{options['events']:,}"),
         ("partitions", f"{options['partitions']}"),
     ]
-    runs = results.get("runs")
     if runs:
         rows.append(("runs (figures are medians)", f"{len(runs)}"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _figure(value: float, runs: list[dict[str, float]] | None, name: str, decimals: int = 0) -> str:
+    """Return `value`, and with several runs the spread of the runs' own figures."""
+    text = f"{value:,.{decimals}f}"
+    figures = [run[name] for run in runs or () if name in run]
+    if len(figures) > 1:
+        text += f" ({min(figures):,.{decimals}f}-{max(figures):,.{decimals}f})"
+    return text
+
+
+def _engagements_label(options: dict[str, Any]) -> str:
+    live = options.get("live_engagements")
+    if live is None or live >= options["engagements"]:
+        return f"{options['engagements']:,}"
+    return f"{options['engagements']:,} ({live:,} can deliver)"
 
 
 def _rebuild_rows(rebuild: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -70,6 +102,28 @@ def _rebuild_rows(rebuild: dict[str, Any] | None) -> list[tuple[str, str]]:
         ("peak RSS MiB (rebuild)", f"{rebuild['peak_rss_bytes'] / MIB:,.1f}"),
         ("changelog records replayed", f"{rebuild['changelog_records']:,.0f}"),
     ]
+
+
+def _cpu_rows(engine: dict[str, Any], scaling: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Return who used the cores while events were read, and the scaling of --workers."""
+    from engine.bench.cpu import describe
+
+    rows = []
+    processes = engine.get("workers", 1)
+    if scaling is not None:
+        one = scaling["one_process_input_records_per_second"]
+        many = scaling["input_records_per_second"]
+        ratio = f"{scaling['ratio']:.2f}x" if scaling["ratio"] else "n/a"
+        rows.append(
+            (
+                f"input records/s, 1 -> {processes} processes",
+                f"{one:,.0f} -> {many:,.0f} ({ratio})",
+            )
+        )
+        rows.append(("cores used, 1 process", describe(scaling["cpu_one_process"])))
+    if "cpu" in engine:
+        rows.append((f"cores used, {processes} process(es)", describe(engine["cpu"])))
+    return rows
 
 
 def mark_rebuild_target(rebuild: dict[str, Any]) -> None:
@@ -106,6 +160,7 @@ HEADLINE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("floor_events_per_second", ("floor", "events_per_second")),
     ("engine_over_floor", ("engine_over_floor",)),
     ("engine_over_ceiling", ("engine_over_ceiling",)),
+    ("deliveries_per_event", ("engine", "deliveries_per_event")),
     ("peak_rss_bytes", ("engine", "peak_rss_bytes")),
     ("state_bytes", ("engine", "state_bytes")),
     ("latency_ms_p50", ("engine", "fixed_rate", "latency_ms_p50")),
@@ -114,6 +169,11 @@ HEADLINE_FIGURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("diagnose_load_latency_ms_p99", ("engine", "fixed_rate_diagnose", "latency_ms_p99")),
     ("diagnose_requests", ("engine", "fixed_rate_diagnose", "diagnose", "requests")),
     ("rebuild_seconds", ("rebuild", "seconds")),
+    (
+        "scaling_one_process_input_records_per_second",
+        ("scaling", "one_process_input_records_per_second"),
+    ),
+    ("scaling_ratio", ("scaling", "ratio")),
     ("rebuild_peak_rss_bytes", ("rebuild", "peak_rss_bytes")),
     ("rebuild_changelog_records", ("rebuild", "changelog_records")),
 )

@@ -16,8 +16,9 @@ from aiokafka.errors import KafkaError
 
 from engine.admin.engagements import apply_engagements
 from engine.app import faust_broker_url
-from engine.bench import kafka_io, measure
+from engine.bench import cpu, kafka_io, measure
 from engine.bench.report import mark_rebuild_target
+from engine.bench.scaling import scaling_phase
 from engine.bench.workload import EVENT_TOPICS, EventSource, engagements, profiles
 from engine.child_process import free_port
 from engine.settings import Settings
@@ -34,6 +35,8 @@ class BenchOptions:
 
     users: int = 100_000
     engagements: int = 1_000
+    # Engagements that can deliver; None: all of them (see workload.engagements).
+    live_engagements: int | None = None
     events: int = 200_000
     partitions: int = 4
     seed: int = 1
@@ -57,8 +60,13 @@ async def _prepare(settings: Settings, options: BenchOptions, now_ms: int) -> No
         settings, settings.topic("deliveries"), options.partitions, BROKER_TIMESTAMPS
     )
     await ensure_topics(settings)
-    await apply_engagements(settings, engagements(options.engagements, options.seed), now_ms)
-    _note(f"applied {options.engagements} engagements")
+    documents = engagements(options.engagements, options.seed, options.live_engagements)
+    await apply_engagements(settings, documents, now_ms)
+    live = options.live_engagements
+    _note(
+        f"applied {options.engagements} engagements"
+        + (f", {live} of which can deliver" if live and live < options.engagements else "")
+    )
     # Generated as they are sent: memory stays bounded whatever the number of users.
     await kafka_io.publish(settings, profiles(options.users, now_ms, options.seed))
     source = EventSource(options.users, options.seed)
@@ -203,6 +211,10 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
         asyncio.run(_prepare(settings, options, now_ms))
         prepared = True
         results["engine"] = _engine_phase(settings, options, work_dir)
+        if options.workers > 1:
+            results["scaling"] = scaling_phase(
+                settings, options, work_dir, results["engine"], _wait_for_events
+            )
         if options.rebuild:
             results["rebuild"] = _rebuild_phase(settings, options, work_dir)
         results["ceiling"] = _ceiling(settings, options)
@@ -227,22 +239,25 @@ def run_bench(base: Settings, options: BenchOptions) -> dict[str, Any]:
 
 
 def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> dict[str, Any]:
-    workers = [
-        WorkerProcess(_worker_settings(settings, number, options.workers), log_path)
-        for number in range(options.workers)
-        for log_path in [work_dir / f"worker-{number}.log"]
-    ]
+    # N engine processes as a user runs them: one `declic worker --processes N`.
+    workers = [WorkerProcess(settings, work_dir / "worker.log", processes=options.workers)]
     try:
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.wait_ready()
-        _note(f"{len(workers)} worker(s) ready; measuring")
+        _note(f"{options.workers} engine process(es) ready; measuring")
+        meter = cpu.CpuMeter(settings.kafka_bootstrap, cpu.pids_of(workers, cpu.all_processes))
         series = _wait_for_events(workers, options.events, options.users, options.timeout)
+        usage = meter.stop()
         events = measure.sustained_rate(series, EVENT_TOPICS)
         inputs = measure.sustained_rate(series, (*EVENT_TOPICS, "profiles"))
+        # Committed with the events' offsets: all there once the events are read.
+        deliveries = asyncio.run(kafka_io.count_records(settings, settings.topic("deliveries")))
         engine: dict[str, Any] = {
             "events": options.events,
+            "deliveries": deliveries,
+            "deliveries_per_event": deliveries / options.events,
             "workers": options.workers,
             "seconds": events["seconds"],
             "events_per_second": events["records_per_second"],
@@ -251,6 +266,7 @@ def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> 
                 {"t": round(moment - series[0][0], 3), **counts} for moment, counts in series
             ],
         }
+        engine["cpu"] = usage
         if options.rate:
             _note(f"fixed rate: {options.rate:g} events/s for {options.duration:g}s")
             engine["fixed_rate"] = _rate_phase(settings, options, workers, options.seed + 1)
@@ -264,7 +280,8 @@ def _engine_phase(settings: Settings, options: BenchOptions, work_dir: Path) -> 
             engine["fixed_rate_diagnose"] = _rate_phase(
                 settings, options, workers, options.seed + 2, load
             )
-        peaks = [measure.peak_rss_bytes(worker.pid) for worker in workers if worker.pid]
+        # Of each engine process: a supervisor's children, not the supervisor.
+        peaks = [measure.peak_rss_bytes(p) for p in cpu.pids_of(workers, cpu.engine_processes)]
         engine["peak_rss_bytes"] = max(peaks)  # of one worker: what each must be sized for
         engine["peak_rss_bytes_all_workers"] = sum(peaks)
     finally:

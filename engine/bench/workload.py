@@ -17,6 +17,10 @@ CATEGORIES = ("shoes", "books", "games", "music", "garden")
 EVENT_TOPICS = ("sessions", "custom-events")
 SESSION_SHARE_OF_ENGAGEMENTS = 0.10
 CUSTOM_SHARE_OF_EVENTS = 0.70
+# What makes an engagement beyond --live-engagements never deliver (see `engagements`).
+ENDED = "2020-01-01T00:00:00Z"
+MAX_AGE = 80
+NEVER_SENT = "bench_never_sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,39 +51,71 @@ def profiles(users: int, now_ms: int, seed: int) -> Iterator[Message]:
             "attributes": {
                 "country": rng.choice(COUNTRIES),
                 "plan": rng.choice(PLANS),
-                "age": rng.randint(16, 80),
+                "age": rng.randint(16, MAX_AGE),
             },
         }
         yield Message("profiles", user.encode(), orjson.dumps(record))
 
 
-def engagements(count: int, seed: int) -> list[dict[str, Any]]:
-    """Return `count` active engagements: ~10% on session_start, the rest on custom events."""
+def engagements(count: int, seed: int, live: int | None = None) -> list[dict[str, Any]]:
+    """Return `count` active engagements: ~10% on session_start, the rest on custom events.
+
+    With `live` below `count`, only the first `live` can deliver: they are the same
+    documents whatever `count`. The others are candidates like them (triggers, property and
+    attribute filters drawn alike) that the matching gives an outcome and never a delivery,
+    each failing one check in turn (an ended schedule, an audience no user is in, an event
+    count never reached, a 0% sample). The share of events that deliver is then the same
+    at every catalog size, so that throughput across sizes measures the matching alone.
+    """
+    live = count if live is None else min(live, count)
     rng = random.Random(f"{seed}:engagements")
-    documents = []
-    for index in range(count):
-        document: dict[str, Any] = {
-            "id": f"bench-{index:05d}",
-            "name": f"Bench engagement {index}",
-            "status": "active",
-            "priority": rng.randint(0, 100),
-            "message": {"title": f"Bench message {index}", "body": "Hello from the benchmark"},
-        }
-        if rng.random() < SESSION_SHARE_OF_ENGAGEMENTS:
-            document["trigger"] = {"event": "session_start"}
-        else:
-            trigger: dict[str, Any] = {"event": "custom", "name": rng.choice(EVENT_NAMES)}
-            if rng.random() < 0.6:
-                trigger["where"] = [_property_filter(rng)]
-            document["trigger"] = trigger
-        filters = [_attribute_filter(rng) for _ in range(rng.choice((0, 1, 1, 2)))]
-        document["audience"] = {"filters": filters, "percent": rng.choice((100, 100, 50, 20, 5))}
-        if rng.random() < 0.2:
-            document["ignore_frequency_caps"] = True
-        if rng.random() < 0.5:
-            document["reeligibility"] = {"after_seconds": rng.choice((60, 600, 3600))}
+    documents = [_engagement(rng, index) for index in range(live)]
+    crowd_rng = random.Random(f"{seed}:never-delivering")
+    for index in range(live, count):
+        document = _engagement(crowd_rng, index)
+        _never_deliver(document, index)
         documents.append(document)
     return documents
+
+
+def _engagement(rng: random.Random, index: int) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": f"bench-{index:05d}",
+        "name": f"Bench engagement {index}",
+        "status": "active",
+        "priority": rng.randint(0, 100),
+        "message": {"title": f"Bench message {index}", "body": "Hello from the benchmark"},
+    }
+    if rng.random() < SESSION_SHARE_OF_ENGAGEMENTS:
+        document["trigger"] = {"event": "session_start"}
+    else:
+        trigger: dict[str, Any] = {"event": "custom", "name": rng.choice(EVENT_NAMES)}
+        if rng.random() < 0.6:
+            trigger["where"] = [_property_filter(rng)]
+        document["trigger"] = trigger
+    filters = [_attribute_filter(rng) for _ in range(rng.choice((0, 1, 1, 2)))]
+    document["audience"] = {"filters": filters, "percent": rng.choice((100, 100, 50, 20, 5))}
+    if rng.random() < 0.2:
+        document["ignore_frequency_caps"] = True
+    if rng.random() < 0.5:
+        document["reeligibility"] = {"after_seconds": rng.choice((60, 600, 3600))}
+    return document
+
+
+def _never_deliver(document: dict[str, Any], index: int) -> None:
+    """Make `document` fail one check for every event, the check chosen by `index`."""
+    audience = document["audience"]
+    cause = index % 4
+    if cause == 0:
+        document["schedule"] = {"end": ENDED}
+    elif cause == 1:
+        audience["filters"].append({"attribute": "age", "op": "gt", "value": MAX_AGE})
+    elif cause == 2:
+        # Nobody sends this event: its count stays 0, and no user's state grows with it.
+        count = {"event": NEVER_SENT, "op": "gte", "count": 1, "within_seconds": 3600}
+        audience["filters"].append(count)
+    else:
+        audience["percent"] = 0
 
 
 def _property_filter(rng: random.Random) -> dict[str, Any]:
