@@ -17,10 +17,12 @@ import orjson
 from engine import __version__
 from engine.cli_bench import add_bench_command
 from engine.cli_console import add_console_commands
+from engine.cli_doctor import add_doctor_command
 from engine.cli_engagements import add_engagement_commands
 from engine.cli_errors import DeclicArgumentParser, print_warning, report
 from engine.cli_flags import HelpFormatter, add_command, unknown_variables, user_names
 from engine.cli_support import now_ms, settings_from_args
+from engine.cli_users import add_user_commands
 from engine.errors import DeclicError, KafkaAccessError
 from engine.log_setup import configure_command_logging, quiet_libraries
 
@@ -30,6 +32,7 @@ log = logging.getLogger("declic")
 _EXAMPLES = {
     "worker": """examples:
   declic worker --worker-id worker-1 --web-port 6066
+  declic worker --processes 4 --data-dir /var/lib/declic
   DECLIC_KAFKA_BOOTSTRAP=kafka-1:9092,kafka-2:9092 declic worker --data-dir /var/lib/declic""",
     "topics": """examples:
   declic topics
@@ -74,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run an engine worker",
         description="Run an engine worker: consume the input topics, produce deliveries and "
-        "impressions, serve /metrics and /health. Stop with SIGTERM or Ctrl-C.",
+        "impressions, serve /metrics and /health. With --processes N (default: the CPUs it may "
+        "use) it runs N engine processes in the one consumer group, each with its own "
+        "partitions and state (worker id <id>-<k>, data dir <dir>/<k>), restarts one that "
+        "dies, and serves one /health and /metrics for all. Stop with SIGTERM or Ctrl-C.",
         epilog=_EXAMPLES["worker"],
     )
     worker.set_defaults(handler=_cmd_worker)
@@ -85,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="create the topics the engine uses",
         description="Create every topic Declic uses, if missing: the input topics, deliveries, "
         "impressions, conversions, dead-letters and the state changelog with DECLIC_PARTITIONS "
-        "partitions; engagements, engagement-changelog and engagement-stats with one.",
+        "partitions; engagements, engagement-changelog, engagement-stats and user-audit with "
+        "one.",
         epilog=_EXAMPLES["topics"],
     )
     topics.set_defaults(handler=_cmd_topics)
@@ -178,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.set_defaults(handler=_cmd_gateway)
     add_console_commands(commands)
     add_bench_command(commands)
+    add_doctor_command(commands)
+    add_user_commands(commands)
     return parser
 
 
@@ -190,6 +199,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # Invalid security settings, or certificates that do not load: exit 2 now, not at the
     # first connection.
     settings.kafka_client_options()
+    from engine.supervisor import follow_supervisor, run_supervisor
+
+    if settings.worker_processes > 1:
+        return run_supervisor(settings)
+    follow_supervisor()  # a child of `declic worker --processes N`: dies with it
     app = build_app(settings)
     quiet_libraries(settings.log_level)
     worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)

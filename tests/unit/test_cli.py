@@ -30,11 +30,14 @@ SUBCOMMANDS = [
     ["publish"],
     ["demo"],
     ["bench"],
+    ["doctor"],
     ["gateway"],
     ["console"],
     ["console", "add-user"],
     ["console", "remove-user"],
     ["console", "users"],
+    ["users", "forget"],
+    ["users", "show"],
 ]
 # Commands that need no Kafka: they show only their own settings.
 OFFLINE = (["console", "add-user"], ["console", "remove-user"], ["console", "users"])
@@ -96,6 +99,17 @@ def test_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str])
     status = main(["engagements", "list", "--bootstrap", "127.0.0.1:1"])
     assert status == 3
     assert "Kafka at 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_doctor_on_an_unreachable_broker_fails_one_line_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["doctor", "--bootstrap", "127.0.0.1:1", "--timeout", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 1
+    failed = [line for line in lines if line.startswith("FAIL")]
+    assert failed == ["FAIL  broker: 127.0.0.1:1 is unreachable (connection refused)"]
+    assert all(line.startswith(("FAIL", "skip")) for line in lines[:-1])
 
 
 def test_invalid_setting_names_the_variable(

@@ -66,6 +66,8 @@ RECORD_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engagement", frozenset({"id", "status", "trigger"})),
     ("engagement-record", frozenset({"engagement", "version", "updated_at"})),
     ("engagement-change", frozenset({"engagement_id", "action", "changes"})),
+    ("user-audit", frozenset({"request_id", "done_at", "removed"})),
+    ("user-request", frozenset({"request_id", "action", "user_id"})),
     ("test-send", frozenset({"request_id", "requested_at"})),
     ("dead-letter", frozenset({"source_topic", "reason"})),
     ("delivery", frozenset({"delivery_id", "message"})),
