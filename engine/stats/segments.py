@@ -45,6 +45,10 @@ from engine.state.store import PartitionStore
 RECOUNT_SLICE = 100
 # Sample draws checked per user, on average, at most (see the module's docstring).
 KEPT_DRAWS_PER_USER = 64
+# Committed changes waiting for a slice, at most: past this they are applied at once. A
+# burst of new users (millions of profiles) would otherwise queue faster than the slices
+# apply them, each change holding the user's attributes in memory.
+QUEUED_CHANGES_LIMIT = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +197,14 @@ class SegmentCounts:
         frozen, self._frozen = self._frozen, {}
         self._queue.extend(frozen.items())
         self.follow(catalog)
+        queue = self._queue
+        while len(queue) > QUEUED_CHANGES_LIMIT:
+            self._apply(*queue.popleft())
+
+    @property
+    def queued(self) -> int:
+        """Return how many committed changes wait to be applied."""
+        return len(self._queue)
 
     def discard(self) -> None:
         """Forget staged and frozen changes (their checkpoint was aborted)."""

@@ -21,6 +21,7 @@ from engine.schemas import apply_engagement_defaults
 from engine.settings import load_settings
 from engine.state.keys import USER_PREFIX
 from engine.state.store import PartitionStore
+from engine.stats import segments as segments_module
 from engine.stats.segments import Segment, SegmentCounts, stored_attributes
 from engine.stream.processor import PartitionProcessor
 from engine.stream.topics import TopicNames
@@ -264,3 +265,30 @@ def test_past_the_draw_budget_kept_users_are_scaled_from_a_fixed_sample_of_users
         )
         assert abs(segments[engagement.id].kept_users - exact.kept_users) < 60  # about half
     store.close()
+
+
+def test_a_burst_of_new_users_queues_no_more_than_the_limit_and_counts_them_all(
+    monkeypatch: Any,
+) -> None:
+    """Millions of profiles consumed faster than the slices apply them must not pile up in
+    memory: past the limit, the changes are applied as their checkpoint commits."""
+    monkeypatch.setattr(segments_module, "QUEUED_CHANGES_LIMIT", 50)
+    with tempfile.TemporaryDirectory() as directory:
+        store = PartitionStore(Path(directory))
+        partition = _Partition(store)
+        partition.catalog = _with(
+            partition.catalog,
+            (1, [{"attribute": "plan", "op": "eq", "value": "plus"}], 100, 2, False),
+        )
+        partition.counts.follow(partition.catalog)
+        _settled(partition.counts)
+        most = 0
+        for checkpoint in range(10):  # no slice runs between these checkpoints
+            for number in range(40):
+                plan = "plus" if number % 3 == 0 else "free"
+                partition.write(f"u{checkpoint}-{number}", {"plan": plan})
+            partition.checkpoint(True)
+            most = max(most, partition.counts.queued)
+        assert most == 50
+        assert _settled(partition.counts) == _full_count(store, partition.catalog)
+        store.close()
