@@ -15,15 +15,35 @@ key is exactly its stored value, header included.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, WriteBatch, WriteBufferManager
 
 from engine.errors import StateFormatError
 from engine.state.format import HEADER_SIZE, Payload, decode, encode, format_of
 
 OFFSET_KEY = b"\x00meta:changelog-offset"
+# RocksDB's memtables, per store and for all the stores of a process. By default each store
+# fills two of 64 MiB: 512 MiB for four partitions once millions of users are written, the
+# most of a worker's memory. Capped, they are flushed to disk sooner, and that is all.
+MEMTABLE_BYTES = 16 << 20
+MEMTABLES_PER_PROCESS_BYTES = 64 << 20
+
+
+@functools.cache
+def _memtable_budget() -> WriteBufferManager:
+    """Return the one budget every store of this process shares."""
+    return WriteBufferManager(MEMTABLES_PER_PROCESS_BYTES, False)
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(MEMTABLE_BYTES)
+    options.set_write_buffer_manager(_memtable_budget())
+    return options
 
 
 class PartitionStore:
@@ -36,8 +56,7 @@ class PartitionStore:
 
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self._options = Options(raw_mode=True)
-        self._options.create_if_missing(True)
+        self._options = _options()
         self.path = path
         self._db = Rdict(str(path), self._options)
         self._staged: dict[bytes, bytes | None] = {}
