@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import signal
@@ -79,6 +80,31 @@ def metric_total(metrics_text: str, name: str) -> float:
         if sample == name or sample.startswith(name + "{"):
             total += float(value)
     return total
+
+
+def stall_buckets(workers: Sequence[WorkerProcess]) -> dict[float, float]:
+    """Return the workers' loop stalls so far, as cumulative counts by bucket bound."""
+    counts: dict[float, float] = {}
+    prefix = 'declic_loop_stall_seconds_bucket{le="'
+    for worker in workers:
+        for line in worker.metrics_text().splitlines():
+            if line.startswith(prefix):
+                sample, _, value = line.rpartition(" ")
+                bound = float(sample[len(prefix) :].partition('"')[0])
+                counts[bound] = counts.get(bound, 0.0) + float(value)
+    return counts
+
+
+def stalls_between(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """Return the loop stalls observed between two `stall_buckets` readings: how many
+    lasted over 100 ms, and the bucket bound the longest fits under."""
+    grown = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = grown.get(math.inf, 0.0)
+    longest = next((bound for bound, count in grown.items() if count >= total), math.inf)
+    return {
+        "over_100ms": total - grown.get(0.1, 0.0),
+        "longest_under_seconds": longest,
+    }
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -54,6 +54,15 @@ def render_table(results: dict[str, Any]) -> str:
         )
     else:
         rows.append(("latency p50 / p99 ms", "n/a (no delivery at fixed rate)"))
+    if fixed is not None and "loop_stalls" in fixed:
+        stalls = fixed["loop_stalls"]
+        rows.append(
+            (
+                "loop stalls at fixed rate",
+                f"{stalls['over_100ms']:,.0f} over 100 ms, the longest under "
+                f"{stalls['longest_under_seconds']:g} s",
+            )
+        )
     loaded = engine.get("fixed_rate_diagnose")
     if loaded is not None:
         rows.append(_diagnose_row(loaded))

@@ -140,6 +140,7 @@ def _rate_phase(
     assert options.rate is not None
     series = _wait_for_events(workers, 0.0, 0.0, options.timeout)
     already = sum(series[-1][1].get(topic, 0.0) for topic in EVENT_TOPICS)
+    stalls = measure.stall_buckets(workers)
     if load is not None:
         load.start()
     try:
@@ -150,6 +151,7 @@ def _rate_phase(
             load.kill()
         raise
     diagnose = load.stop() if load is not None else None
+    loop_stalls = measure.stalls_between(stalls, measure.stall_buckets(workers))
     timed = asyncio.run(kafka_io.delivery_latencies(settings, started * 1000))
     latencies = [latency for _, latency in timed]
     summary: dict[str, Any] = {
@@ -157,6 +159,7 @@ def _rate_phase(
         "duration": options.duration,
         "events": sent,
         "deliveries": len(latencies),
+        "loop_stalls": loop_stalls,
         # (seconds since publishing started, latency ms) per delivery, for --plot.
         "latency_series": [
             (round(broker_ms / 1000 - started, 3), latency) for broker_ms, latency in timed
