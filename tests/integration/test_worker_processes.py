@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.bench.measure import alive
 from engine.child_process import free_port
 from engine.settings import Settings, load_settings
 from engine.stream.topics import ensure_topics
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 DEADLINE_SECONDS = 180.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
 
 
 async def _health_until(
@@ -168,7 +161,7 @@ async def test_two_processes_share_the_partitions_and_survive_a_kill(
         # SIGTERM to the parent stops both processes gracefully, then the parent.
         children = [child["pid"] for child in body["children"]]
         assert await asyncio.to_thread(worker.stop, 120.0) == 0
-        assert not any(_alive(pid) for pid in children)
+        assert not any(alive(pid) for pid in children)
     finally:
         await harness.close()
         worker.stop()

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.bench.measure import alive
 from engine.child_process import free_port
 from engine.settings import Settings, load_settings
 from engine.supervisor import RestartPolicy, Supervisor
@@ -112,14 +113,6 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Supervisor, asyncio.Tas
         await asyncio.wait_for(task, 60)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
-
-
 async def test_health_and_metrics_cover_every_process(
     running: tuple[Supervisor, asyncio.Task[int], str],
 ) -> None:
@@ -170,7 +163,7 @@ async def test_stop_ends_every_child(running: tuple[Supervisor, asyncio.Task[int
     pids = [child["pid"] for child in health["children"]]
     supervisor.stop()
     assert await asyncio.wait_for(task, 60) == 0
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
 
 
 async def test_repeated_instant_crashes_give_up_with_status_1(tmp_path: Path) -> None:
@@ -209,9 +202,9 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
         parent.kill()
         parent.wait(30)
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(pid) for pid in pids), "children outlived their killed parent"
+        assert not any(alive(pid) for pid in pids), "children outlived their killed parent"
     finally:
         parent.kill()
         parent.wait(30)
@@ -337,7 +330,7 @@ async def test_a_process_that_stops_answering_is_killed_and_restarted(tmp_path: 
             lambda status, body: status == 200 and body["children"][1]["pid"] not in (None, stuck),
         )
         assert [child["restarts"] for child in health["children"]] == [0, 1]
-        assert not _alive(stuck)
+        assert not alive(stuck)
         await hang
     finally:
         supervisor.stop()
