@@ -19,8 +19,7 @@ def test_the_memtables_of_all_stores_stay_within_the_process_budget(tmp_path: Pa
                 keys = range(batch * 750, (batch + 1) * 750)
                 store.write([(b"u:%d-%d" % (number, key), VALUE) for key in keys], None)
         in_memory = sum(
-            store._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
-            for store in stores
+            store._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0 for store in stores
         )
         assert in_memory <= MEMTABLES_PER_PROCESS_BYTES
     finally:
