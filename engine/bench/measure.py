@@ -85,13 +85,21 @@ def metric_total(metrics_text: str, name: str) -> float:
 def stall_buckets(workers: Sequence[WorkerProcess]) -> dict[float, float]:
     """Return the workers' loop stalls so far, as cumulative counts by bucket bound."""
     counts: dict[float, float] = {}
-    prefix = 'declic_loop_stall_seconds_bucket{le="'
     for worker in workers:
-        for line in worker.metrics_text().splitlines():
-            if line.startswith(prefix):
-                sample, _, value = line.rpartition(" ")
-                bound = float(sample[len(prefix) :].partition('"')[0])
-                counts[bound] = counts.get(bound, 0.0) + float(value)
+        for bound, count in stall_buckets_in(worker.metrics_text()).items():
+            counts[bound] = counts.get(bound, 0.0) + count
+    return counts
+
+
+def stall_buckets_in(metrics_text: str) -> dict[float, float]:
+    """Return the loop-stall histogram of a /metrics page, summed over its processes (a
+    worker of several processes labels each one's series)."""
+    counts: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("declic_loop_stall_seconds_bucket{"):
+            sample, _, value = line.rpartition(" ")
+            bound = float(sample.partition('le="')[2].partition('"')[0])
+            counts[bound] = counts.get(bound, 0.0) + float(value)
     return counts
 
 

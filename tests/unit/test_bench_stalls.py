@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from engine.bench.measure import stalls_between
+from engine.bench.measure import stall_buckets_in, stalls_between
 
 BEFORE = {0.05: 100.0, 0.1: 100.0, 0.25: 102.0, 0.5: 103.0, 1.0: 103.0, math.inf: 103.0}
 
@@ -26,3 +26,17 @@ def test_a_stall_past_the_last_bound_is_longest_under_infinity() -> None:
         "over_100ms": 1.0,
         "longest_under_seconds": math.inf,
     }
+
+
+def test_the_histogram_is_summed_over_the_processes_of_a_worker() -> None:
+    page = "\n".join(
+        [
+            "# TYPE declic_loop_stall_seconds histogram",
+            'declic_loop_stall_seconds_bucket{le="0.1"} 7.0',
+            'declic_loop_stall_seconds_bucket{le="+Inf"} 8.0',
+            'declic_loop_stall_seconds_bucket{process="0",le="0.1"} 3.0',
+            'declic_loop_stall_seconds_bucket{le="+Inf",process="1"} 5.0',
+            "declic_loop_stall_seconds_count 8.0",
+        ]
+    )
+    assert stall_buckets_in(page) == {0.1: 10.0, math.inf: 13.0}

@@ -81,7 +81,7 @@ RECORD_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
 
 # Commands of other tools the README shows: their flags are theirs, not declic's. kafka.sh
 # passes its arguments to Kafka's own tools (`kafka.sh topics --list`).
-FOREIGN_COMMANDS = frozenset({"kafka-acls.sh", "kafka.sh", "curl"})
+FOREIGN_COMMANDS = frozenset({"kafka-acls.sh", "kafka.sh", "curl", "kubectl"})
 # `python -m engine.bench.X` (hot_path, gateway_memory, ...) has a parser of its own.
 BENCH_MODULE = "engine.bench."
 

@@ -49,6 +49,8 @@ def _compiled(index: int, extra: dict[str, Any]) -> Engagement:
     return compile_engagement(apply_engagement_defaults(document), 1)
 
 
+# No deadline: the first example imports numpy, which a loaded machine can take over 200 ms.
+@settings(deadline=None)
 @given(U64, st.lists(U64, max_size=80))
 def test_version_2_positions_computed_at_once_equal_mixed_position(
     hashed: int, salts: list[int]
