@@ -20,7 +20,7 @@ from engine.core.bucketing import AUDIENCE_SEED, in_percent
 from engine.core.catalog import Catalog
 from engine.core.counters import counts_hold
 from engine.core.engagements import Engagement, compile_engagement
-from engine.core.events import custom_event, session_event
+from engine.core.events import TriggerEvent, custom_event, session_event
 from engine.core.matcher import evaluate
 from engine.core.outcomes import Outcome
 from engine.core.plan import BitCounts
@@ -200,6 +200,38 @@ def _event(rng: random.Random, number: int, user_id: str) -> Any:
     )
 
 
+def check_against_reference(
+    rng: random.Random, catalog: Catalog, number: int, policy: MatchPolicy
+) -> tuple[TriggerEvent, list[tuple[str, str]]]:
+    """Match one random event of a random user, assert each candidate's outcome is the
+    reference's, and return the event and the reference's outcomes."""
+    user_id = f"user-{rng.randrange(50)}"
+    user = _user(rng, catalog)
+    event = _event(rng, number, user_id)
+    before_candidates = copy.deepcopy(user)
+    if catalog.count_spec(event.trigger_key) is not None:
+        # evaluate() counts the event before it checks the candidates.
+        before_candidates.count_event(event.event_name, event.timestamp_ms, catalog.counted_events)
+    expected = _reference(
+        catalog.candidates(event.trigger_key),
+        event.properties,
+        before_candidates,
+        event.timestamp_ms,
+        policy,
+        user_id,
+    )
+    result = evaluate(event, user, catalog, NOW_MS, policy)
+    actual = [(item.engagement_id, str(item.outcome)) for item in result.evaluations]
+    winners = [engagement_id for engagement_id, outcome in expected if outcome == "winner"]
+    resolved = expected
+    if winners:
+        won = dict(actual)[winners[0]]
+        assert won in (Outcome.DELIVERED, Outcome.CONTROL)
+        resolved = [(i, won if o == "winner" else o) for i, o in expected]
+    assert actual == resolved
+    return event, expected
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_indexed_outcomes_equal_the_checks_run_one_by_one(seed: int) -> None:
     rng = random.Random(seed)
@@ -210,32 +242,7 @@ def test_indexed_outcomes_equal_the_checks_run_one_by_one(seed: int) -> None:
     policy = MatchPolicy()
     checked = 0
     for number in range(400):
-        user_id = f"user-{rng.randrange(50)}"
-        user = _user(rng, catalog)
-        event = _event(rng, number, user_id)
-        before_candidates = copy.deepcopy(user)
-        if catalog.count_spec(event.trigger_key) is not None:
-            # evaluate() counts the event before it checks the candidates.
-            before_candidates.count_event(
-                event.event_name, event.timestamp_ms, catalog.counted_events
-            )
-        expected = _reference(
-            catalog.candidates(event.trigger_key),
-            event.properties,
-            before_candidates,
-            event.timestamp_ms,
-            policy,
-            user_id,
-        )
-        result = evaluate(event, user, catalog, NOW_MS, policy)
-        actual = [(item.engagement_id, str(item.outcome)) for item in result.evaluations]
-        winners = [engagement_id for engagement_id, outcome in expected if outcome == "winner"]
-        if winners:
-            won = dict(actual)[winners[0]]
-            assert won in (Outcome.DELIVERED, Outcome.CONTROL)
-            expected = [(i, won if o == "winner" else o) for i, o in expected]
-        assert actual == expected
-        checked += len(actual)
+        checked += len(check_against_reference(rng, catalog, number, policy)[1])
     assert checked > 5_000  # the catalogs gave the events many candidates
 
 
