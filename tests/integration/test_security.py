@@ -62,7 +62,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
             secure.allow(role, role, PREFIX, APP_ID)
         # The operator creates the topics, with its ACLs only.
         created = declic(_settings(secure, "operator", secure.run_dir), "topics")
-        assert f"created 13 topics: {PREFIX}sessions" in _ok(created)
+        assert f"created 15 topics: {PREFIX}sessions" in _ok(created)
         _no_secret(secure, created.stdout + created.stderr)
         yield secure
     finally:
